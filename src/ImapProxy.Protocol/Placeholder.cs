@@ -1,0 +1,1 @@
+namespace ImapProxy.Protocol; internal static class Placeholder { }
