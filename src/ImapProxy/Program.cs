@@ -1,1 +1,4 @@
-System.Console.WriteLine("x");
+using ImapProxy;
+
+var app = ImapProxyHost.Build(ImapProxyHost.CreateBuilder(args));
+await app.RunAsync();

@@ -1,1 +1,0 @@
-namespace ImapProxy.Protocol; internal static class Placeholder { }

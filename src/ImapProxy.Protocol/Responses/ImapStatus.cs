@@ -1,0 +1,10 @@
+namespace ImapProxy.Protocol.Responses;
+
+public enum ImapStatus
+{
+    Ok,
+    No,
+    Bad,
+    Bye,
+    PreAuth,
+}

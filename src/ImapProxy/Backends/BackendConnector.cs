@@ -1,0 +1,696 @@
+using System.Buffers;
+using System.IO.Pipelines;
+using System.Net;
+using System.Net.Security;
+using System.Net.Sockets;
+using System.Security.Authentication;
+using System.Security.Cryptography.X509Certificates;
+using System.Text;
+using ImapProxy.Configuration;
+using ImapProxy.Protocol.PreAuth;
+using ImapProxy.Protocol.Responses;
+using ImapProxy.Protocol.Sasl;
+using Microsoft.Extensions.Options;
+
+namespace ImapProxy.Backends;
+
+internal enum BackendLoginOutcome
+{
+    Success,
+    AuthenticationFailed,
+    Unavailable,
+    Limit,
+    /// <summary>The hop limit (x-proxy-ttl) is exhausted: a proxy loop.</summary>
+    ProxyLoop,
+}
+
+/// <summary>The result of a hand-over. <see cref="Detail"/> is for logs: never credentials, never backend text.</summary>
+internal readonly record struct BackendLoginResult(BackendLoginOutcome Outcome, BackendConnection? Connection, string Detail);
+
+/// <summary>Who the client is, for ID forwarding and the PROXY header.</summary>
+internal sealed record ClientEndpoints(IPEndPoint Client, IPEndPoint Local);
+
+/// <summary>
+/// The hand-over of DESIGN §5: connect, greeting, optional TLS, ID with the client's details, authentication
+/// with the client's credentials, post-login capabilities. Every failure becomes an outcome, never an exception,
+/// except cancellation by the caller.
+/// </summary>
+internal sealed class BackendConnector
+{
+    private static readonly StreamPipeReaderOptions s_readerOptions = new(bufferSize: 4096, minimumReadSize: 1024, leaveOpen: true, useZeroByteReads: true);
+
+    private readonly BackendsOptions _options;
+    private readonly TimeProvider _timeProvider;
+    private readonly X509Certificate2Collection? _trustedRoots;
+    private readonly byte[]? _masterUser;
+    private readonly byte[]? _masterPassword;
+
+    public BackendConnector(IOptions<ImapProxyOptions> options, TimeProvider timeProvider)
+    {
+        _options = options.Value.Backends;
+        _timeProvider = timeProvider;
+        if (_options.CaFile is not null)
+        {
+            _trustedRoots = [];
+            _trustedRoots.ImportFromPemFile(_options.CaFile);
+        }
+
+        if (_options.MasterUser is not null && _options.MasterPasswordFile is not null)
+        {
+            _masterUser = Encoding.UTF8.GetBytes(_options.MasterUser);
+            _masterPassword = Encoding.UTF8.GetBytes(File.ReadAllText(_options.MasterPasswordFile).TrimEnd('\r', '\n'));
+        }
+    }
+
+    public async Task<BackendLoginResult> LoginAsync(
+        BackendEndpoint backend,
+        ImapCredentials credentials,
+        ClientIdentity clientIdentity,
+        ClientEndpoints endpoints,
+        string sessionId,
+        CancellationToken cancellationToken)
+    {
+        var ttl = IncomingTtl(clientIdentity) ?? _options.ProxyTtl;
+        if (ttl <= 0)
+        {
+            return new(BackendLoginOutcome.ProxyLoop, null, "x-proxy-ttl exhausted");
+        }
+
+        using var loginTimeout = new CancellationTokenSource(_options.LoginTimeout, _timeProvider);
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, loginTimeout.Token);
+        var handover = new Handover(_options.MaxResponseLine);
+        try
+        {
+            await ConnectAsync(handover, backend, endpoints, linked.Token);
+            var capabilities = await ReadGreetingAsync(handover, linked.Token);
+
+            if (backend.Tls == BackendTls.StartTls)
+            {
+                await StartTlsAsync(handover, backend, linked.Token);
+                capabilities = null;
+            }
+
+            capabilities ??= await FetchCapabilitiesAsync(handover, linked.Token);
+
+            if (_options.ForwardClientId && CapabilityList.Contains(capabilities, "ID"u8))
+            {
+                // Pipelined with the authentication: the ID answer is read past on the way to the login's.
+                WriteId(handover, handover.NextTag(), clientIdentity, endpoints, sessionId, ttl - 1, CapabilityList.Contains(capabilities, "LITERAL+"u8));
+            }
+
+            var authTag = handover.NextTag();
+            var status = await AuthenticateAsync(handover, authTag, credentials, capabilities, linked.Token);
+            if (status.Outcome != BackendLoginOutcome.Success)
+            {
+                await handover.DisposeAsync();
+                return new(status.Outcome, null, status.Detail);
+            }
+
+            var postLogin = status.Capabilities ?? await FetchCapabilitiesAsync(handover, linked.Token);
+            var connection = new BackendConnection(backend, handover.Socket!, handover.Stream!, handover.Reader!, postLogin);
+            return new(BackendLoginOutcome.Success, connection, "");
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        {
+            await handover.DisposeAsync();
+            return new(BackendLoginOutcome.Unavailable, null, handover.Socket?.Connected == true ? "login timed out" : "connect timed out");
+        }
+        catch (HandoverException ex)
+        {
+            await handover.DisposeAsync();
+            return new(ex.Outcome, null, ex.Message);
+        }
+        catch (Exception ex) when (ex is SocketException or IOException or AuthenticationException)
+        {
+            await handover.DisposeAsync();
+            return new(BackendLoginOutcome.Unavailable, null, Describe(ex));
+        }
+        catch
+        {
+            await handover.DisposeAsync();
+            throw;
+        }
+        finally
+        {
+            handover.ClearBuffer();
+        }
+    }
+
+    private static int? IncomingTtl(ClientIdentity identity)
+    {
+        foreach (var (key, value) in identity.Fields)
+        {
+            if (value is not null && Ascii.EqualsIgnoreCase(key, "x-proxy-ttl"u8))
+            {
+                return int.TryParse(Encoding.ASCII.GetString(value), out var ttl) ? ttl : 0;
+            }
+        }
+
+        return null;
+    }
+
+    private async Task ConnectAsync(Handover handover, BackendEndpoint backend, ClientEndpoints endpoints, CancellationToken cancellationToken)
+    {
+        var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        handover.Socket = socket;
+        using (var connectTimeout = new CancellationTokenSource(_options.ConnectTimeout, _timeProvider))
+        using (var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, connectTimeout.Token))
+        {
+            await socket.ConnectAsync(backend.Host, backend.Port, linked.Token);
+        }
+
+        Stream stream = new NetworkStream(socket, ownsSocket: false);
+        handover.Stream = stream;
+        if (backend.ProxyProtocol)
+        {
+            await stream.WriteAsync(ProxyProtocolHeader.CreateV2(endpoints.Client, endpoints.Local), cancellationToken);
+        }
+
+        if (backend.Tls == BackendTls.Implicit)
+        {
+            await WrapTlsAsync(handover, backend, cancellationToken);
+        }
+        else
+        {
+            handover.Reader = PipeReader.Create(stream, s_readerOptions);
+        }
+    }
+
+    private async Task WrapTlsAsync(Handover handover, BackendEndpoint backend, CancellationToken cancellationToken)
+    {
+        var tls = new SslStream(handover.Stream!, leaveInnerStreamOpen: false);
+        handover.Stream = tls;
+        var options = new SslClientAuthenticationOptions
+        {
+            TargetHost = backend.TlsServerName ?? backend.Host,
+            EnabledSslProtocols = SslProtocols.Tls12 | SslProtocols.Tls13,
+            CertificateRevocationCheckMode = X509RevocationMode.NoCheck,
+        };
+        if (_trustedRoots is not null)
+        {
+            options.CertificateChainPolicy = new X509ChainPolicy
+            {
+                TrustMode = X509ChainTrustMode.CustomRootTrust,
+                RevocationMode = X509RevocationMode.NoCheck,
+            };
+            options.CertificateChainPolicy.CustomTrustStore.AddRange(_trustedRoots);
+        }
+
+        await tls.AuthenticateAsClientAsync(options, cancellationToken);
+        handover.Reader = PipeReader.Create(tls, s_readerOptions);
+    }
+
+    private static async Task<byte[]?> ReadGreetingAsync(Handover handover, CancellationToken cancellationToken)
+    {
+        var line = await handover.ReadLineAsync(cancellationToken);
+        if (!ResponseLine.TryParse(line, out var greeting) || greeting.Kind != ResponseKind.Untagged)
+        {
+            throw new HandoverException(BackendLoginOutcome.Unavailable, "backend greeting is not IMAP");
+        }
+
+        return greeting.Status switch
+        {
+            ImapStatus.Ok => greeting.CodeCapabilities.IsEmpty ? null : greeting.CodeCapabilities.ToArray(),
+            ImapStatus.Bye => throw new HandoverException(BackendLoginOutcome.Unavailable, "backend greeted with BYE"),
+            ImapStatus.PreAuth => throw new HandoverException(BackendLoginOutcome.Unavailable, "backend greeted with PREAUTH"),
+            _ => throw new HandoverException(BackendLoginOutcome.Unavailable, "backend greeting is not OK"),
+        };
+    }
+
+    private async Task StartTlsAsync(Handover handover, BackendEndpoint backend, CancellationToken cancellationToken)
+    {
+        var tag = handover.NextTag();
+        WriteSimpleCommand(handover, tag, "STARTTLS"u8);
+        await handover.SendAsync(cancellationToken);
+        await ExpectTaggedOkAsync(handover, tag, "STARTTLS", cancellationToken);
+
+        // Nothing may follow the OK before the handshake (the mirror of the rule the proxy enforces itself).
+        if (handover.Reader!.TryRead(out var leftover))
+        {
+            var extra = !leftover.Buffer.IsEmpty;
+            handover.Reader.AdvanceTo(leftover.Buffer.Start);
+            if (extra)
+            {
+                throw new HandoverException(BackendLoginOutcome.Unavailable, "backend sent data after STARTTLS OK");
+            }
+        }
+
+        await handover.Reader.CompleteAsync();
+        handover.Reader = null;
+        await WrapTlsAsync(handover, backend, cancellationToken);
+    }
+
+    private static async Task<byte[]> FetchCapabilitiesAsync(Handover handover, CancellationToken cancellationToken)
+    {
+        var tag = handover.NextTag();
+        WriteSimpleCommand(handover, tag, "CAPABILITY"u8);
+        await handover.SendAsync(cancellationToken);
+        byte[]? capabilities = null;
+        while (true)
+        {
+            var line = await handover.ReadLineAsync(cancellationToken);
+            if (!ResponseLine.TryParse(line, out var response))
+            {
+                throw new HandoverException(BackendLoginOutcome.Unavailable, "unparseable response to CAPABILITY");
+            }
+
+            if (response.Kind == ResponseKind.Untagged && response.Status is null && !response.DataCapabilities.IsEmpty)
+            {
+                capabilities = response.DataCapabilities.ToArray();
+            }
+            else if (response.Kind == ResponseKind.Untagged && response.Status == ImapStatus.Bye)
+            {
+                throw new HandoverException(BackendLoginOutcome.Unavailable, "backend said BYE");
+            }
+            else if (response.Kind == ResponseKind.Tagged && response.Tag.SequenceEqual(Encoding.ASCII.GetBytes(tag)))
+            {
+                if (response.Status != ImapStatus.Ok || capabilities is null)
+                {
+                    throw new HandoverException(BackendLoginOutcome.Unavailable, "CAPABILITY failed");
+                }
+
+                return capabilities;
+            }
+        }
+    }
+
+    private static async Task ExpectTaggedOkAsync(Handover handover, string tag, string what, CancellationToken cancellationToken)
+    {
+        var tagBytes = Encoding.ASCII.GetBytes(tag);
+        while (true)
+        {
+            var line = await handover.ReadLineAsync(cancellationToken);
+            if (!ResponseLine.TryParse(line, out var response))
+            {
+                throw new HandoverException(BackendLoginOutcome.Unavailable, $"unparseable response to {what}");
+            }
+
+            if (response.Kind == ResponseKind.Untagged && response.Status == ImapStatus.Bye)
+            {
+                throw new HandoverException(BackendLoginOutcome.Unavailable, "backend said BYE");
+            }
+
+            if (response.Kind == ResponseKind.Tagged && response.Tag.SequenceEqual(tagBytes))
+            {
+                if (response.Status != ImapStatus.Ok)
+                {
+                    throw new HandoverException(BackendLoginOutcome.Unavailable, $"{what} refused");
+                }
+
+                return;
+            }
+        }
+    }
+
+    private readonly record struct AuthStatus(BackendLoginOutcome Outcome, byte[]? Capabilities, string Detail);
+
+    private async Task<AuthStatus> AuthenticateAsync(Handover handover, string tag, ImapCredentials credentials, byte[] capabilities, CancellationToken cancellationToken)
+    {
+        var tagBytes = Encoding.ASCII.GetBytes(tag);
+        var plain = CapabilityList.Contains(capabilities, "AUTH=PLAIN"u8);
+        var saslIr = CapabilityList.Contains(capabilities, "SASL-IR"u8);
+        var literalPlus = CapabilityList.Contains(capabilities, "LITERAL+"u8);
+        var usesMaster = _masterUser is not null;
+        var needsPlain = usesMaster || credentials.AuthorizationId.Length > 0;
+        byte[]? postLoginCapabilities = null;
+
+        if (plain)
+        {
+            var encoded = usesMaster
+                ? SaslCodec.EncodePlain(credentials.EffectiveUser, _masterUser, _masterPassword)
+                : SaslCodec.EncodePlain(credentials.AuthorizationId, credentials.AuthenticationId, credentials.Password);
+            try
+            {
+                Write(handover, tagBytes);
+                Write(handover, " AUTHENTICATE PLAIN"u8);
+                if (saslIr)
+                {
+                    Write(handover, " "u8);
+                    Write(handover, encoded);
+                    Write(handover, "\r\n"u8);
+                    await handover.SendAsync(cancellationToken);
+                }
+                else
+                {
+                    Write(handover, "\r\n"u8);
+                    await handover.SendAsync(cancellationToken);
+                    if (await WaitForContinuationAsync(handover, tagBytes, cancellationToken) is { } refused)
+                    {
+                        return refused;
+                    }
+
+                    Write(handover, encoded);
+                    Write(handover, "\r\n"u8);
+                    await handover.SendAsync(cancellationToken);
+                }
+            }
+            finally
+            {
+                Array.Clear(encoded);
+            }
+        }
+        else if (needsPlain)
+        {
+            return new(BackendLoginOutcome.Unavailable, null, "backend lacks AUTH=PLAIN, needed for an authorization identity");
+        }
+        else if (CapabilityList.Contains(capabilities, "LOGINDISABLED"u8))
+        {
+            return new(BackendLoginOutcome.Unavailable, null, "backend has LOGINDISABLED and no AUTH=PLAIN");
+        }
+        else
+        {
+            Write(handover, tagBytes);
+            Write(handover, " LOGIN "u8);
+            if (await WriteStringAsync(handover, credentials.AuthenticationId, literalPlus, tagBytes, cancellationToken) is { } refusedUser)
+            {
+                return refusedUser;
+            }
+
+            Write(handover, " "u8);
+            if (await WriteStringAsync(handover, credentials.Password, literalPlus, tagBytes, cancellationToken) is { } refusedPassword)
+            {
+                return refusedPassword;
+            }
+
+            Write(handover, "\r\n"u8);
+            await handover.SendAsync(cancellationToken);
+        }
+
+        while (true)
+        {
+            var line = await handover.ReadLineAsync(cancellationToken);
+            if (!ResponseLine.TryParse(line, out var response))
+            {
+                return new(BackendLoginOutcome.Unavailable, null, "unparseable response to authentication");
+            }
+
+            switch (response.Kind)
+            {
+                case ResponseKind.Continuation:
+                    // PLAIN needs no further round; cancel whatever the backend is asking for.
+                    Write(handover, "*\r\n"u8);
+                    await handover.SendAsync(cancellationToken);
+                    continue;
+
+                case ResponseKind.Untagged when response.Status == ImapStatus.Bye:
+                    return new(BackendLoginOutcome.Unavailable, null, "backend said BYE during login");
+
+                case ResponseKind.Untagged when !response.DataCapabilities.IsEmpty:
+                    postLoginCapabilities = response.DataCapabilities.ToArray();
+                    continue;
+
+                case ResponseKind.Tagged when response.Tag.SequenceEqual(tagBytes):
+                    return Classify(response, postLoginCapabilities);
+
+                default:
+                    // ID's untagged and tagged answers, and anything else unsolicited.
+                    continue;
+            }
+        }
+    }
+
+    private static AuthStatus Classify(ResponseLine response, byte[]? untaggedCapabilities)
+    {
+        if (response.Status == ImapStatus.Ok)
+        {
+            var capabilities = response.CodeCapabilities.IsEmpty ? untaggedCapabilities : response.CodeCapabilities.ToArray();
+            return new(BackendLoginOutcome.Success, capabilities, "");
+        }
+
+        if (response.Status == ImapStatus.Bad)
+        {
+            return new(BackendLoginOutcome.Unavailable, null, "backend answered BAD to the login");
+        }
+
+        var code = response.CodeName;
+        if (Ascii.EqualsIgnoreCase(code, "UNAVAILABLE"u8) || Ascii.EqualsIgnoreCase(code, "SERVERBUG"u8))
+        {
+            return new(BackendLoginOutcome.Unavailable, null, "backend: " + Encoding.ASCII.GetString(code));
+        }
+
+        if (Ascii.EqualsIgnoreCase(code, "LIMIT"u8))
+        {
+            return new(BackendLoginOutcome.Limit, null, "backend: LIMIT");
+        }
+
+        return new(BackendLoginOutcome.AuthenticationFailed, null, code.IsEmpty ? "backend: NO" : "backend: " + Encoding.ASCII.GetString(code));
+    }
+
+    /// <summary>Writes a credential as a quoted string, or as a literal when its bytes do not allow quoting.</summary>
+    private static async Task<AuthStatus?> WriteStringAsync(Handover handover, byte[] value, bool literalPlus, byte[] tag, CancellationToken cancellationToken)
+    {
+        if (AstringWriter.ChooseForm(value) == AstringForm.Quoted)
+        {
+            AstringWriter.WriteQuoted(handover.Buffer, value);
+            return null;
+        }
+
+        AstringWriter.WriteLiteralHeader(handover.Buffer, value.Length, literalPlus);
+        if (!literalPlus)
+        {
+            await handover.SendAsync(cancellationToken);
+            if (await WaitForContinuationAsync(handover, tag, cancellationToken) is { } refused)
+            {
+                return refused;
+            }
+        }
+
+        Write(handover, value);
+        return null;
+    }
+
+    /// <summary>Reads until the backend asks for more ("+"); a tagged answer to the command instead ends it.</summary>
+    private static async Task<AuthStatus?> WaitForContinuationAsync(Handover handover, byte[] tag, CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            var line = await handover.ReadLineAsync(cancellationToken);
+            if (!ResponseLine.TryParse(line, out var response))
+            {
+                return new(BackendLoginOutcome.Unavailable, null, "unparseable response during login");
+            }
+
+            if (response.Kind == ResponseKind.Continuation)
+            {
+                return null;
+            }
+
+            if (response.Kind == ResponseKind.Untagged && response.Status == ImapStatus.Bye)
+            {
+                return new(BackendLoginOutcome.Unavailable, null, "backend said BYE during login");
+            }
+
+            if (response.Kind == ResponseKind.Tagged && response.Tag.SequenceEqual(tag))
+            {
+                var status = Classify(response, null);
+                return status.Outcome == BackendLoginOutcome.Success
+                    ? new(BackendLoginOutcome.Unavailable, null, "backend completed the login without the credentials")
+                    : status;
+            }
+        }
+    }
+
+    private static void WriteId(Handover handover, string tag, ClientIdentity identity, ClientEndpoints endpoints, string sessionId, int ttl, bool literalPlus)
+    {
+        var buffer = handover.Buffer;
+        Write(handover, Encoding.ASCII.GetBytes(tag));
+        Write(handover, " ID ("u8);
+        WritePair(buffer, "x-originating-ip"u8, Normalize(endpoints.Client.Address).ToString(), first: true);
+        WritePair(buffer, "x-originating-port"u8, endpoints.Client.Port.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        WritePair(buffer, "x-connected-ip"u8, Normalize(endpoints.Local.Address).ToString());
+        WritePair(buffer, "x-connected-port"u8, endpoints.Local.Port.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        WritePair(buffer, "x-session-id"u8, sessionId);
+        WritePair(buffer, "x-proxy-ttl"u8, ttl.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        foreach (var (key, value) in identity.Fields)
+        {
+            // The proxy's own fields are never taken from the client (Dovecot trusts them from the proxy).
+            if (IsReservedField(key) || AstringWriter.ChooseForm(key) != AstringForm.Quoted)
+            {
+                continue;
+            }
+
+            if (value is not null && AstringWriter.ChooseForm(value) != AstringForm.Quoted && !literalPlus)
+            {
+                continue;
+            }
+
+            Write(handover, " "u8);
+            AstringWriter.WriteQuoted(buffer, key);
+            Write(handover, " "u8);
+            if (value is null)
+            {
+                Write(handover, "NIL"u8);
+            }
+            else if (AstringWriter.ChooseForm(value) == AstringForm.Quoted)
+            {
+                AstringWriter.WriteQuoted(buffer, value);
+            }
+            else
+            {
+                AstringWriter.WriteLiteralHeader(buffer, value.Length, nonSynchronising: true);
+                Write(handover, value);
+            }
+        }
+
+        Write(handover, ")\r\n"u8);
+    }
+
+    private static bool IsReservedField(byte[] key)
+    {
+        // Field names are at most 30 octets (RFC 2971).
+        Span<byte> lower = stackalloc byte[key.Length];
+        for (var i = 0; i < key.Length; i++)
+        {
+            lower[i] = key[i] is >= (byte)'A' and <= (byte)'Z' ? (byte)(key[i] | 0x20) : key[i];
+        }
+
+        return lower.StartsWith("x-originating-"u8) || lower.StartsWith("x-connected-"u8) ||
+            lower.StartsWith("x-session-"u8) || lower.StartsWith("x-proxy-"u8) || lower.StartsWith("x-forward-"u8);
+    }
+
+    private static void WritePair(IBufferWriter<byte> buffer, ReadOnlySpan<byte> key, string value, bool first = false)
+    {
+        if (!first)
+        {
+            ResponseWriter.Write(buffer, " "u8);
+        }
+
+        AstringWriter.WriteQuoted(buffer, key);
+        ResponseWriter.Write(buffer, " "u8);
+        AstringWriter.WriteQuoted(buffer, Encoding.ASCII.GetBytes(value));
+    }
+
+    private static IPAddress Normalize(IPAddress address) => address.IsIPv4MappedToIPv6 ? address.MapToIPv4() : address;
+
+    private static void WriteSimpleCommand(Handover handover, string tag, ReadOnlySpan<byte> command)
+    {
+        Write(handover, Encoding.ASCII.GetBytes(tag));
+        Write(handover, " "u8);
+        Write(handover, command);
+        Write(handover, "\r\n"u8);
+    }
+
+    private static void Write(Handover handover, ReadOnlySpan<byte> bytes) => ResponseWriter.Write(handover.Buffer, bytes);
+
+    private static string Describe(Exception ex) => ex switch
+    {
+        SocketException socket => "connect failed: " + socket.SocketErrorCode,
+        AuthenticationException => "TLS handshake with backend failed",
+        _ => "I/O error: " + ex.GetType().Name,
+    };
+
+    private sealed class HandoverException(BackendLoginOutcome outcome, string detail) : Exception(detail)
+    {
+        public BackendLoginOutcome Outcome { get; } = outcome;
+    }
+
+    /// <summary>The state of one hand-over in progress: the connection and a write buffer of commands.</summary>
+    private sealed class Handover(int maxLine) : IAsyncDisposable
+    {
+        private int _tag;
+
+        public Socket? Socket { get; set; }
+
+        public Stream? Stream { get; set; }
+
+        public PipeReader? Reader { get; set; }
+
+        public ArrayBufferWriter<byte> Buffer { get; } = new(512);
+
+        public string NextTag() => "P" + (++_tag).ToString(System.Globalization.CultureInfo.InvariantCulture);
+
+        public async Task SendAsync(CancellationToken cancellationToken)
+        {
+            await Stream!.WriteAsync(Buffer.WrittenMemory, cancellationToken);
+            await Stream.FlushAsync(cancellationToken);
+            // Clear (not just reset): the buffer has held credentials.
+            Buffer.Clear();
+        }
+
+        public void ClearBuffer() => Buffer.Clear();
+
+        /// <summary>
+        /// One response line without CRLF. A literal announced at the end of a line (e.g. inside an untagged ID)
+        /// is skipped with the rest of that response: nothing the hand-over needs travels in literals.
+        /// </summary>
+        public async Task<byte[]> ReadLineAsync(CancellationToken cancellationToken)
+        {
+            var line = await ReadRawLineAsync(cancellationToken);
+            var continuation = line;
+            while (Protocol.Parsing.ImapCommandParser.TryGetTrailingLiteral(continuation, out var length, out _))
+            {
+                if (length > maxLine)
+                {
+                    throw new HandoverException(BackendLoginOutcome.Unavailable, "backend literal too large");
+                }
+
+                await SkipAsync(length, cancellationToken);
+                continuation = await ReadRawLineAsync(cancellationToken);
+            }
+
+            return line;
+        }
+
+        private async Task<byte[]> ReadRawLineAsync(CancellationToken cancellationToken)
+        {
+            while (true)
+            {
+                var result = await Reader!.ReadAsync(cancellationToken);
+                var buffer = result.Buffer;
+                var lf = buffer.PositionOf((byte)'\n');
+                if (lf is not null)
+                {
+                    var line = buffer.Slice(0, lf.Value);
+                    var bytes = line.ToArray();
+                    Reader.AdvanceTo(buffer.GetPosition(1, lf.Value));
+                    return bytes.Length > 0 && bytes[^1] == (byte)'\r' ? bytes[..^1] : bytes;
+                }
+
+                if (buffer.Length > maxLine)
+                {
+                    Reader.AdvanceTo(buffer.Start, buffer.End);
+                    throw new HandoverException(BackendLoginOutcome.Unavailable, "backend response line too long");
+                }
+
+                if (result.IsCompleted)
+                {
+                    Reader.AdvanceTo(buffer.Start, buffer.End);
+                    throw new HandoverException(BackendLoginOutcome.Unavailable, "backend closed the connection during login");
+                }
+
+                Reader.AdvanceTo(buffer.Start, buffer.End);
+            }
+        }
+
+        private async Task SkipAsync(long length, CancellationToken cancellationToken)
+        {
+            while (length > 0)
+            {
+                var result = await Reader!.ReadAsync(cancellationToken);
+                var take = Math.Min(length, result.Buffer.Length);
+                Reader.AdvanceTo(result.Buffer.GetPosition(take));
+                length -= take;
+                if (length > 0 && result.IsCompleted)
+                {
+                    throw new HandoverException(BackendLoginOutcome.Unavailable, "backend closed the connection during login");
+                }
+            }
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            Buffer.Clear();
+            if (Reader is not null)
+            {
+                await Reader.CompleteAsync();
+            }
+
+            if (Stream is not null)
+            {
+                await Stream.DisposeAsync();
+            }
+
+            Socket?.Dispose();
+        }
+    }
+}

@@ -1,0 +1,48 @@
+using System.IO.Hashing;
+using System.Text;
+using ImapProxy.Configuration;
+
+namespace ImapProxy.Backends;
+
+/// <summary>One IMAP backend as the directory sees it. Immutable; part of a directory snapshot.</summary>
+public sealed class BackendEndpoint
+{
+    public BackendEndpoint(string id, string host, int port, double weight, BackendTls tls = BackendTls.None, string? tlsServerName = null, bool proxyProtocol = false)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(id);
+        ArgumentException.ThrowIfNullOrWhiteSpace(host);
+        Id = id;
+        Host = host;
+        Port = port;
+        Weight = weight;
+        Tls = tls;
+        TlsServerName = tlsServerName;
+        ProxyProtocol = proxyProtocol;
+        HashSeed = unchecked((long)XxHash3.HashToUInt64(Encoding.UTF8.GetBytes(id)));
+    }
+
+    public string Id { get; }
+
+    public string Host { get; }
+
+    public int Port { get; }
+
+    public double Weight { get; }
+
+    public BackendTls Tls { get; }
+
+    public string? TlsServerName { get; }
+
+    public bool ProxyProtocol { get; }
+
+    /// <summary>Derived from the id only, so every replica scores users the same way for this backend.</summary>
+    internal long HashSeed { get; }
+
+    public static BackendEndpoint FromOptions(StaticBackendOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        return new BackendEndpoint(options.Id, options.Host, options.Port, options.Weight, options.Tls, options.TlsServerName, options.ProxyProtocol);
+    }
+
+    public override string ToString() => $"{Id} ({Host}:{Port})";
+}

@@ -1,0 +1,181 @@
+namespace ImapProxy.Configuration;
+
+/// <summary>The "ImapProxy" configuration section. Every key is documented in README.md with its default.</summary>
+public sealed class ImapProxyOptions
+{
+    public const string SectionName = "ImapProxy";
+
+    /// <summary>IMAP listeners. When none are configured: "imap" on 0.0.0.0:143 (STARTTLS) and "imaps" on 0.0.0.0:993.</summary>
+    public List<ListenerOptions> Listeners { get; set; } = [];
+
+    /// <summary>The listeners used when the configuration names none.</summary>
+    public static IEnumerable<ListenerOptions> DefaultListeners =>
+    [
+        new() { Name = "imap", Address = "0.0.0.0", Port = 143, Tls = ListenerTls.StartTls },
+        new() { Name = "imaps", Address = "0.0.0.0", Port = 993, Tls = ListenerTls.Implicit },
+    ];
+
+    public TlsOptions Tls { get; set; } = new();
+
+    public AdminOptions Admin { get; set; } = new();
+
+    public PreAuthOptions PreAuth { get; set; } = new();
+
+    public BackendsOptions Backends { get; set; } = new();
+
+    public DirectoryOptions Directory { get; set; } = new();
+
+    public SessionOptions Session { get; set; } = new();
+}
+
+public enum ListenerTls
+{
+    /// <summary>Plain IMAP with STARTTLS offered (needs Tls certificate).</summary>
+    StartTls,
+    /// <summary>TLS from the first byte (RFC 8314, port 993).</summary>
+    Implicit,
+    /// <summary>Plain IMAP without STARTTLS: only for trusted networks (e.g. behind a TLS-terminating LB).</summary>
+    None,
+}
+
+public sealed class ListenerOptions
+{
+    public string Name { get; set; } = "imap";
+
+    public string Address { get; set; } = "0.0.0.0";
+
+    /// <summary>TCP port; 0 picks a free port (tests).</summary>
+    public int Port { get; set; } = 143;
+
+    public ListenerTls Tls { get; set; } = ListenerTls.StartTls;
+}
+
+public sealed class TlsOptions
+{
+    /// <summary>PEM certificate (leaf first, then intermediates).</summary>
+    public string? CertificateFile { get; set; }
+
+    /// <summary>PEM private key (PKCS#8, PKCS#1 or EC).</summary>
+    public string? KeyFile { get; set; }
+
+    /// <summary>Longest a client may take to complete a TLS handshake.</summary>
+    public TimeSpan HandshakeTimeout { get; set; } = TimeSpan.FromSeconds(10);
+}
+
+public sealed class AdminOptions
+{
+    /// <summary>Serve the admin HTTP endpoint (/healthz, /readyz).</summary>
+    public bool Enabled { get; set; } = true;
+
+    public string Address { get; set; } = "127.0.0.1";
+
+    /// <summary>HTTP port; 0 picks a free port (tests).</summary>
+    public int Port { get; set; } = 8080;
+}
+
+public sealed class PreAuthOptions
+{
+    public string Greeting { get; set; } = "ImapProxy ready.";
+
+    /// <summary>Longest a connection may stay unauthenticated.</summary>
+    public TimeSpan Timeout { get; set; } = TimeSpan.FromMinutes(2);
+
+    public int MaxLineLength { get; set; } = 16 * 1024;
+
+    public int MaxLiteralSize { get; set; } = 4 * 1024;
+
+    public int MaxCommandSize { get; set; } = 64 * 1024;
+
+    /// <summary>BAD responses tolerated before "* BYE" and close.</summary>
+    public int ErrorBudget { get; set; } = 10;
+
+    /// <summary>CIDRs from which plaintext credentials are accepted without TLS.</summary>
+    public List<string> TrustedNetworks { get; set; } = [];
+
+    /// <summary>Capabilities added to the pre-authentication list.</summary>
+    public List<string> ExtraCapabilities { get; set; } = [];
+
+    /// <summary>Advertise IMAP4rev2 before login (only if every backend offers it).</summary>
+    public bool AdvertiseImap4Rev2 { get; set; }
+
+    /// <summary>Delay before the first failed-authentication answer; doubles with each further failure.</summary>
+    public TimeSpan AuthFailureDelay { get; set; } = TimeSpan.FromSeconds(1);
+
+    public TimeSpan AuthFailureMaxDelay { get; set; } = TimeSpan.FromSeconds(15);
+
+    /// <summary>How long failures of a (client address, user) pair are remembered.</summary>
+    public TimeSpan AuthFailureWindow { get; set; } = TimeSpan.FromMinutes(15);
+}
+
+public enum BackendTls
+{
+    None,
+    StartTls,
+    Implicit,
+}
+
+public sealed class BackendsOptions
+{
+    public TimeSpan ConnectTimeout { get; set; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>Longest the whole hand-over may take (greeting, ID, TLS, authentication).</summary>
+    public TimeSpan LoginTimeout { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>Send ID with x-originating-ip etc. (needs Dovecot login_trusted_networks to cover the proxy).</summary>
+    public bool ForwardClientId { get; set; } = true;
+
+    /// <summary>Hop limit sent as x-proxy-ttl; a client-provided TTL of 0 is refused.</summary>
+    public int ProxyTtl { get; set; } = 7;
+
+    /// <summary>CA bundle (PEM) to validate backend certificates; the system store when unset.</summary>
+    public string? CaFile { get; set; }
+
+    /// <summary>Log in as this master user with authzid = the client's user (Dovecot master users).</summary>
+    public string? MasterUser { get; set; }
+
+    /// <summary>File holding the master user's password (never put secrets in configuration).</summary>
+    public string? MasterPasswordFile { get; set; }
+
+    /// <summary>Longest response line accepted from a backend during the hand-over.</summary>
+    public int MaxResponseLine { get; set; } = 64 * 1024;
+
+    public List<StaticBackendOptions> Static { get; set; } = [];
+}
+
+public sealed class StaticBackendOptions
+{
+    public string Id { get; set; } = "";
+
+    public string Host { get; set; } = "";
+
+    public int Port { get; set; } = 143;
+
+    public double Weight { get; set; } = 100;
+
+    public BackendTls Tls { get; set; } = BackendTls.None;
+
+    /// <summary>Name expected in the backend certificate; Host when unset.</summary>
+    public string? TlsServerName { get; set; }
+
+    /// <summary>Send a PROXY v2 header first (Cyrus 3.12+, Dovecot haproxy listeners).</summary>
+    public bool ProxyProtocol { get; set; }
+}
+
+public enum UserNormalization
+{
+    /// <summary>Trim and lower-case (invariant).</summary>
+    Lowercase,
+    /// <summary>Trim only.</summary>
+    None,
+}
+
+public sealed class DirectoryOptions
+{
+    public UserNormalization UserNormalization { get; set; } = UserNormalization.Lowercase;
+}
+
+public sealed class SessionOptions
+{
+    /// <summary>On shutdown, how long live sessions may continue before they are closed.</summary>
+    public TimeSpan ShutdownGrace { get; set; } = TimeSpan.FromSeconds(30);
+}

@@ -1,0 +1,180 @@
+using System.Net;
+using Microsoft.Extensions.Options;
+
+namespace ImapProxy.Configuration;
+
+/// <summary>Start-up validation: every problem is reported at once, each naming its configuration key.</summary>
+internal sealed class ImapProxyOptionsValidator : IValidateOptions<ImapProxyOptions>
+{
+    private const string P = ImapProxyOptions.SectionName;
+
+    public ValidateOptionsResult Validate(string? name, ImapProxyOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        var errors = new List<string>();
+
+        if (options.Listeners.Count == 0)
+        {
+            errors.Add($"{P}:Listeners must list at least one IMAP listener.");
+        }
+
+        var needsCertificate = false;
+        var names = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
+        for (var i = 0; i < options.Listeners.Count; i++)
+        {
+            var listener = options.Listeners[i];
+            var key = $"{P}:Listeners:{i}";
+            if (string.IsNullOrWhiteSpace(listener.Name) || !names.Add(listener.Name))
+            {
+                errors.Add($"{key}:Name must be set and unique (got '{listener.Name}').");
+            }
+
+            if (!IPAddress.TryParse(listener.Address, out _))
+            {
+                errors.Add($"{key}:Address must be an IP address (got '{listener.Address}').");
+            }
+
+            CheckPort(errors, $"{key}:Port", listener.Port, allowZero: true);
+            needsCertificate |= listener.Tls != ListenerTls.None;
+        }
+
+        if (needsCertificate)
+        {
+            CheckFile(errors, $"{P}:Tls:CertificateFile", options.Tls.CertificateFile, "a listener uses TLS");
+            CheckFile(errors, $"{P}:Tls:KeyFile", options.Tls.KeyFile, "a listener uses TLS");
+        }
+
+        CheckPositive(errors, $"{P}:Tls:HandshakeTimeout", options.Tls.HandshakeTimeout);
+
+        if (options.Admin.Enabled)
+        {
+            if (!IPAddress.TryParse(options.Admin.Address, out _))
+            {
+                errors.Add($"{P}:Admin:Address must be an IP address (got '{options.Admin.Address}').");
+            }
+
+            CheckPort(errors, $"{P}:Admin:Port", options.Admin.Port, allowZero: true);
+        }
+
+        var preAuth = options.PreAuth;
+        if (string.IsNullOrWhiteSpace(preAuth.Greeting) || preAuth.Greeting.Any(c => c < 0x20 || c > 0x7E))
+        {
+            errors.Add($"{P}:PreAuth:Greeting must be printable ASCII text.");
+        }
+
+        CheckPositive(errors, $"{P}:PreAuth:Timeout", preAuth.Timeout);
+        CheckRange(errors, $"{P}:PreAuth:MaxLineLength", preAuth.MaxLineLength, 1024, 1024 * 1024);
+        CheckRange(errors, $"{P}:PreAuth:MaxLiteralSize", preAuth.MaxLiteralSize, 256, 1024 * 1024);
+        CheckRange(errors, $"{P}:PreAuth:MaxCommandSize", preAuth.MaxCommandSize, Math.Max(preAuth.MaxLineLength, preAuth.MaxLiteralSize), 16 * 1024 * 1024);
+        CheckRange(errors, $"{P}:PreAuth:ErrorBudget", preAuth.ErrorBudget, 0, 1000);
+        for (var i = 0; i < preAuth.TrustedNetworks.Count; i++)
+        {
+            if (!IPNetwork.TryParse(preAuth.TrustedNetworks[i], out _))
+            {
+                errors.Add($"{P}:PreAuth:TrustedNetworks:{i} must be a CIDR such as 10.0.0.0/8 (got '{preAuth.TrustedNetworks[i]}').");
+            }
+        }
+
+        for (var i = 0; i < preAuth.ExtraCapabilities.Count; i++)
+        {
+            var capability = preAuth.ExtraCapabilities[i];
+            if (string.IsNullOrEmpty(capability) || !capability.All(c => c > 0x20 && c < 0x7F && c is not ('(' or ')' or '{' or '"' or '\\' or ']' or '%' or '*')))
+            {
+                errors.Add($"{P}:PreAuth:ExtraCapabilities:{i} must be an IMAP atom (got '{capability}').");
+            }
+            else if (capability.Equals("LITERAL-", StringComparison.OrdinalIgnoreCase))
+            {
+                errors.Add($"{P}:PreAuth:ExtraCapabilities:{i}: LITERAL- cannot be advertised with LITERAL+.");
+            }
+        }
+
+        if (preAuth.AuthFailureDelay < TimeSpan.Zero || preAuth.AuthFailureMaxDelay < preAuth.AuthFailureDelay)
+        {
+            errors.Add($"{P}:PreAuth:AuthFailureDelay must be >= 0 and <= {P}:PreAuth:AuthFailureMaxDelay.");
+        }
+
+        CheckPositive(errors, $"{P}:PreAuth:AuthFailureWindow", preAuth.AuthFailureWindow);
+
+        var backends = options.Backends;
+        CheckPositive(errors, $"{P}:Backends:ConnectTimeout", backends.ConnectTimeout);
+        CheckPositive(errors, $"{P}:Backends:LoginTimeout", backends.LoginTimeout);
+        CheckRange(errors, $"{P}:Backends:ProxyTtl", backends.ProxyTtl, 1, 64);
+        CheckRange(errors, $"{P}:Backends:MaxResponseLine", backends.MaxResponseLine, 1024, 16 * 1024 * 1024);
+        if (backends.CaFile is not null)
+        {
+            CheckFile(errors, $"{P}:Backends:CaFile", backends.CaFile, "it is set");
+        }
+
+        if (backends.MasterUser is not null)
+        {
+            CheckFile(errors, $"{P}:Backends:MasterPasswordFile", backends.MasterPasswordFile, "MasterUser is set");
+        }
+
+        if (backends.Static.Count == 0)
+        {
+            errors.Add($"{P}:Backends:Static must list at least one backend.");
+        }
+
+        var ids = new HashSet<string>(StringComparer.Ordinal);
+        for (var i = 0; i < backends.Static.Count; i++)
+        {
+            var backend = backends.Static[i];
+            var key = $"{P}:Backends:Static:{i}";
+            if (string.IsNullOrWhiteSpace(backend.Id) || !ids.Add(backend.Id))
+            {
+                errors.Add($"{key}:Id must be set and unique (got '{backend.Id}').");
+            }
+
+            if (string.IsNullOrWhiteSpace(backend.Host))
+            {
+                errors.Add($"{key}:Host must be set.");
+            }
+
+            CheckPort(errors, $"{key}:Port", backend.Port, allowZero: false);
+            if (!(backend.Weight > 0) || double.IsInfinity(backend.Weight))
+            {
+                errors.Add($"{key}:Weight must be a positive number (got {backend.Weight}).");
+            }
+        }
+
+        CheckPositive(errors, $"{P}:Session:ShutdownGrace", options.Session.ShutdownGrace);
+
+        return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
+    }
+
+    private static void CheckPort(List<string> errors, string key, int port, bool allowZero)
+    {
+        if (port < (allowZero ? 0 : 1) || port > 65535)
+        {
+            errors.Add($"{key} must be a TCP port (got {port}).");
+        }
+    }
+
+    private static void CheckRange(List<string> errors, string key, int value, int min, int max)
+    {
+        if (value < min || value > max)
+        {
+            errors.Add($"{key} must be between {min} and {max} (got {value}).");
+        }
+    }
+
+    private static void CheckPositive(List<string> errors, string key, TimeSpan value)
+    {
+        if (value <= TimeSpan.Zero)
+        {
+            errors.Add($"{key} must be a positive duration (got {value}).");
+        }
+    }
+
+    private static void CheckFile(List<string> errors, string key, string? path, string because)
+    {
+        if (string.IsNullOrWhiteSpace(path))
+        {
+            errors.Add($"{key} must be set because {because}.");
+        }
+        else if (!File.Exists(path))
+        {
+            errors.Add($"{key}: file '{path}' does not exist.");
+        }
+    }
+}

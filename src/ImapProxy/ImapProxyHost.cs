@@ -1,0 +1,156 @@
+using System.Net;
+using ImapProxy.Admin;
+using ImapProxy.Backends;
+using ImapProxy.Configuration;
+using ImapProxy.Connections;
+using ImapProxy.Directory;
+using ImapProxy.Telemetry;
+using ImapProxy.Tls;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.AspNetCore.Server.Kestrel.Https;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+
+namespace ImapProxy;
+
+/// <summary>
+/// Composition of the proxy: one host, Kestrel serving the IMAP listeners through <see cref="ImapConnectionHandler"/>
+/// and the admin HTTP endpoint beside them. Data flows Connections → Directory → Backends → Splice.
+/// </summary>
+public static class ImapProxyHost
+{
+    public const string AdminListenerName = "admin";
+
+    /// <summary>
+    /// Configuration: appsettings.json, an optional JSON file (--config PATH or IMAPPROXY_CONFIG), environment
+    /// (ImapProxy__Section__Key), command line; later sources win.
+    /// </summary>
+    public static WebApplicationBuilder CreateBuilder(string[] args, Action<IConfigurationBuilder>? configure = null)
+    {
+        ArgumentNullException.ThrowIfNull(args);
+        var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = args, ContentRootPath = AppContext.BaseDirectory });
+        var configFile = FindConfigFile(args) ?? Environment.GetEnvironmentVariable("IMAPPROXY_CONFIG");
+        if (!string.IsNullOrEmpty(configFile))
+        {
+            builder.Configuration.AddJsonFile(Path.GetFullPath(configFile), optional: false, reloadOnChange: false);
+            // Environment and command line keep precedence over the file.
+            builder.Configuration.AddEnvironmentVariables();
+            builder.Configuration.AddCommandLine(args);
+        }
+
+        configure?.Invoke(builder.Configuration);
+
+        var services = builder.Services;
+        services.AddOptions<ImapProxyOptions>()
+            .Bind(builder.Configuration.GetSection(ImapProxyOptions.SectionName))
+            .PostConfigure(options =>
+            {
+                // Defaults in code, not in appsettings.json: configuration arrays merge by index across sources.
+                if (options.Listeners.Count == 0)
+                {
+                    options.Listeners.AddRange(ImapProxyOptions.DefaultListeners);
+                }
+            })
+            .ValidateOnStart();
+        services.AddSingleton<IValidateOptions<ImapProxyOptions>, ImapProxyOptionsValidator>();
+        services.AddSingleton(TimeProvider.System);
+        services.AddSingleton<ListenerRegistry>();
+        services.AddSingleton<ServerCertificateProvider>();
+        services.AddSingleton<TrustedNetworks>();
+        services.AddSingleton<AuthFailureThrottle>();
+        services.AddSingleton<BackendConnector>();
+        services.AddSingleton<IBackendDirectory, StaticDirectory>();
+        services.AddSingleton<ShutdownCoordinator>();
+        services.AddSingleton<ImapSessionServices>();
+        services.AddOptions<HostOptions>().Configure<IOptions<ImapProxyOptions>>((host, proxy) =>
+            host.ShutdownTimeout = proxy.Value.Session.ShutdownGrace + TimeSpan.FromSeconds(5));
+
+        builder.WebHost.ConfigureKestrel(ConfigureListeners);
+        return builder;
+    }
+
+    public static WebApplication Build(WebApplicationBuilder builder)
+    {
+        ArgumentNullException.ThrowIfNull(builder);
+        var app = builder.Build();
+        app.MapHealthEndpoints();
+        app.Lifetime.ApplicationStarted.Register(() =>
+        {
+            var registry = app.Services.GetRequiredService<ListenerRegistry>();
+            var options = app.Services.GetRequiredService<IOptions<ImapProxyOptions>>().Value;
+            var logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(ImapProxyHost));
+            foreach (var listener in options.Listeners)
+            {
+                Log.Listening(logger, registry.GetEndPoint(listener.Name).ToString(), listener.Name, listener.Tls.ToString());
+            }
+        });
+        return app;
+    }
+
+    private static void ConfigureListeners(KestrelServerOptions kestrel)
+    {
+        var services = kestrel.ApplicationServices;
+        // Reading the options validates them: a bad key stops the start here with every error listed.
+        var options = services.GetRequiredService<IOptions<ImapProxyOptions>>().Value;
+        var registry = services.GetRequiredService<ListenerRegistry>();
+        var certificates = services.GetRequiredService<ServerCertificateProvider>();
+        certificates.EnsureLoaded();
+
+        foreach (var listener in options.Listeners)
+        {
+            kestrel.Listen(IPAddress.Parse(listener.Address), listener.Port, listen =>
+            {
+                if (listener.Tls == ListenerTls.Implicit)
+                {
+                    listen.UseHttps(new TlsHandshakeCallbackOptions
+                    {
+                        OnConnection = _ => ValueTask.FromResult(certificates.GetServerOptions()),
+                        HandshakeTimeout = certificates.HandshakeTimeout,
+                    });
+                }
+
+                var feature = new ListenerFeature(listener);
+                listen.Use(next => connection =>
+                {
+                    connection.Features.Set(feature);
+                    return next(connection);
+                });
+                listen.UseConnectionHandler<ImapConnectionHandler>();
+                registry.Add(listener.Name, listen);
+            });
+        }
+
+        if (options.Admin.Enabled)
+        {
+            kestrel.Listen(IPAddress.Parse(options.Admin.Address), options.Admin.Port, listen =>
+            {
+                listen.Protocols = HttpProtocols.Http1;
+                registry.Add(AdminListenerName, listen);
+            });
+        }
+    }
+
+    private static string? FindConfigFile(string[] args)
+    {
+        for (var i = 0; i < args.Length; i++)
+        {
+            if (args[i] == "--config" && i + 1 < args.Length)
+            {
+                return args[i + 1];
+            }
+
+            if (args[i].StartsWith("--config=", StringComparison.Ordinal))
+            {
+                return args[i]["--config=".Length..];
+            }
+        }
+
+        return null;
+    }
+}

@@ -1,0 +1,15 @@
+namespace ImapProxy.Splice;
+
+/// <summary>Why a spliced session ended. Never an exception: every end is one of these.</summary>
+public enum SpliceOutcome
+{
+    ClientClosed,
+    BackendClosed,
+    ClientError,
+    BackendError,
+    /// <summary>The session was told to end (shutdown, kick).</summary>
+    Cancelled,
+}
+
+/// <summary>The end of a splice with the bytes each way.</summary>
+public readonly record struct SpliceResult(SpliceOutcome Outcome, long BytesFromClient, long BytesFromBackend);

@@ -1,0 +1,42 @@
+using System.Net;
+using Microsoft.Extensions.Logging;
+
+namespace ImapProxy.Telemetry;
+
+/// <summary>Every log message of the proxy, with fixed event ids. No message takes a password or SASL data.</summary>
+internal static partial class Log
+{
+    [LoggerMessage(1, LogLevel.Information, "Listening for IMAP on {Endpoint} ({Listener}, TLS {Tls})")]
+    public static partial void Listening(ILogger logger, string endpoint, string listener, string tls);
+
+    [LoggerMessage(2, LogLevel.Information, "TLS certificate loaded: {Subject}, expires {NotAfter:u}, thumbprint {Thumbprint}")]
+    public static partial void CertificateLoaded(ILogger logger, string subject, DateTime notAfter, string thumbprint);
+
+    [LoggerMessage(3, LogLevel.Error, "TLS certificate reload failed; the previous certificate stays in use")]
+    public static partial void CertificateReloadFailed(ILogger logger, Exception exception);
+
+    [LoggerMessage(10, LogLevel.Debug, "Connection from {Client} on {Listener}")]
+    public static partial void ConnectionAccepted(ILogger logger, IPEndPoint client, string listener);
+
+    [LoggerMessage(11, LogLevel.Debug, "TLS handshake failed for {Client}: {Reason}")]
+    public static partial void TlsHandshakeFailed(ILogger logger, IPEndPoint client, string reason);
+
+    [LoggerMessage(12, LogLevel.Information, "Login failed for {User} from {Client} on {Backend}: {Failure} ({Detail})")]
+    public static partial void LoginFailed(ILogger logger, string user, IPEndPoint client, string backend, string failure, string detail);
+
+    [LoggerMessage(13, LogLevel.Debug, "Login of {User} from {Client} handed over to {Backend} in {ElapsedMs:F1} ms")]
+    public static partial void LoginSucceeded(ILogger logger, string user, IPEndPoint client, string backend, double elapsedMs);
+
+    [LoggerMessage(14, LogLevel.Information,
+        "Session ended: user={User} client={Client} backend={Backend} session={SessionId} reason={Reason} bytes_in={BytesIn} bytes_out={BytesOut} duration={DurationSeconds:F3}s")]
+    public static partial void SessionEnded(ILogger logger, string user, IPEndPoint client, string backend, string sessionId, string reason, long bytesIn, long bytesOut, double durationSeconds);
+
+    [LoggerMessage(15, LogLevel.Warning, "Unexpected error in session from {Client}")]
+    public static partial void SessionError(ILogger logger, IPEndPoint client, Exception exception);
+
+    [LoggerMessage(20, LogLevel.Warning, "Backend {Backend} unavailable: {Detail}")]
+    public static partial void BackendUnavailable(ILogger logger, string backend, string detail);
+
+    [LoggerMessage(21, LogLevel.Warning, "Refusing login: proxy hop limit (x-proxy-ttl) reached, possible proxy loop, client {Client}")]
+    public static partial void ProxyLoop(ILogger logger, IPEndPoint client);
+}
