@@ -25,7 +25,7 @@ public enum PreAuthState
 /// <summary>What the session has to do after <see cref="PreAuthMachine.Advance"/>.</summary>
 public enum PreAuthStep
 {
-    /// <summary>Flush the output and read more input.</summary>
+    /// <summary>Flush the output and read more input: what is left unread is an incomplete line.</summary>
     NeedMoreInput,
     /// <summary>Flush the "OK Begin TLS" response, discard any buffered input, run the TLS handshake.</summary>
     StartTls,
@@ -217,8 +217,10 @@ public sealed class PreAuthMachine
                 return PreAuthStep.NeedMoreInput;
 
             case ParseStatus.ContinuationRequired:
+                // Keep parsing: the literal may already be buffered, and a session waiting for new bytes would
+                // then stall. If it is not, the parser asks for more and the continuation is flushed with that.
                 ResponseWriter.WriteContinuation(output, "Ready for literal data"u8);
-                return PreAuthStep.NeedMoreInput;
+                return null;
 
             case ParseStatus.Error:
                 return ReportError(output, error);
@@ -352,7 +354,7 @@ public sealed class PreAuthMachine
         {
             State = isPlain ? PreAuthState.SaslPlainResponse : PreAuthState.SaslLoginUser;
             ResponseWriter.WriteContinuation(output, isPlain ? default : s_usernameChallenge);
-            return PreAuthStep.NeedMoreInput;
+            return null;
         }
 
         // SASL-IR (RFC 4959): the initial response stands in for the first client response.
@@ -426,7 +428,7 @@ public sealed class PreAuthMachine
                 _saslUser = decoded;
                 State = PreAuthState.SaslLoginPassword;
                 ResponseWriter.WriteContinuation(output, s_passwordChallenge);
-                return PreAuthStep.NeedMoreInput;
+                return null;
 
             default:
                 var user = _saslUser ?? [];

@@ -15,6 +15,9 @@ public enum SaslDecodeResult
 /// <summary>Base64 framing of SASL responses and the PLAIN message (RFC 4616).</summary>
 public static class SaslCodec
 {
+    private static readonly SearchValues<byte> s_base64Alphabet =
+        SearchValues.Create("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="u8);
+
     /// <summary>
     /// Decodes a client response line or initial response. "=" is the empty response (RFC 4959 §3).
     /// Strict: whitespace or bad padding is invalid.
@@ -27,7 +30,8 @@ public static class SaslCodec
             return SaslDecodeResult.Ok;
         }
 
-        if (base64.IsEmpty || base64.Length % 4 != 0)
+        // Base64.DecodeFromUtf8 skips whitespace (since .NET 8), so the alphabet is checked first.
+        if (base64.IsEmpty || base64.Length % 4 != 0 || base64.ContainsAnyExcept(s_base64Alphabet))
         {
             return SaslDecodeResult.InvalidBase64;
         }

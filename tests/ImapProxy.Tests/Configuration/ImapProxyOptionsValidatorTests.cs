@@ -1,0 +1,65 @@
+using ImapProxy.Configuration;
+using Xunit;
+
+namespace ImapProxy.Tests.Configuration;
+
+public class ImapProxyOptionsValidatorTests
+{
+    private static ImapProxyOptions Valid() => new()
+    {
+        Listeners = [new ListenerOptions { Name = "imap", Address = "127.0.0.1", Port = 1143, Tls = ListenerTls.None }],
+        Backends = new BackendsOptions { Static = [new StaticBackendOptions { Id = "b1", Host = "127.0.0.1", Port = 143 }] },
+    };
+
+    private static string[] Errors(ImapProxyOptions options) =>
+        new ImapProxyOptionsValidator().Validate(null, options).Failures?.ToArray() ?? [];
+
+    [Fact]
+    public void Validate_MinimalConfiguration_Succeeds()
+    {
+        Assert.Empty(Errors(Valid()));
+    }
+
+    [Fact]
+    public void Validate_ReportsEveryProblemAtOnce_NamingTheKey()
+    {
+        var options = Valid();
+        options.Listeners.Add(new ListenerOptions { Name = "imap", Address = "not-an-ip", Port = 70000, Tls = ListenerTls.Implicit });
+        options.PreAuth.TrustedNetworks.Add("10.0.0.0/33");
+        options.PreAuth.ExtraCapabilities.Add("LITERAL-");
+        options.Backends.Static.Add(new StaticBackendOptions { Id = "b1", Host = "", Port = 0, Weight = -1 });
+
+        var errors = Errors(options);
+
+        Assert.Contains(errors, e => e.StartsWith("ImapProxy:Listeners:1:Name", StringComparison.Ordinal));
+        Assert.Contains(errors, e => e.StartsWith("ImapProxy:Listeners:1:Address", StringComparison.Ordinal));
+        Assert.Contains(errors, e => e.StartsWith("ImapProxy:Listeners:1:Port", StringComparison.Ordinal));
+        Assert.Contains(errors, e => e.StartsWith("ImapProxy:Tls:CertificateFile", StringComparison.Ordinal));
+        Assert.Contains(errors, e => e.StartsWith("ImapProxy:Tls:KeyFile", StringComparison.Ordinal));
+        Assert.Contains(errors, e => e.StartsWith("ImapProxy:PreAuth:TrustedNetworks:0", StringComparison.Ordinal));
+        Assert.Contains(errors, e => e.StartsWith("ImapProxy:PreAuth:ExtraCapabilities:0", StringComparison.Ordinal));
+        Assert.Contains(errors, e => e.StartsWith("ImapProxy:Backends:Static:1:Id", StringComparison.Ordinal));
+        Assert.Contains(errors, e => e.StartsWith("ImapProxy:Backends:Static:1:Host", StringComparison.Ordinal));
+        Assert.Contains(errors, e => e.StartsWith("ImapProxy:Backends:Static:1:Port", StringComparison.Ordinal));
+        Assert.Contains(errors, e => e.StartsWith("ImapProxy:Backends:Static:1:Weight", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void Validate_MasterUserWithoutPasswordFile_Fails()
+    {
+        var options = Valid();
+        options.Backends.MasterUser = "master";
+        Assert.Contains(Errors(options), e => e.StartsWith("ImapProxy:Backends:MasterPasswordFile", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void Validate_LimitsOutOfRange_Fail()
+    {
+        var options = Valid();
+        options.PreAuth.MaxLineLength = 10;
+        options.PreAuth.Timeout = TimeSpan.Zero;
+        var errors = Errors(options);
+        Assert.Contains(errors, e => e.StartsWith("ImapProxy:PreAuth:MaxLineLength", StringComparison.Ordinal));
+        Assert.Contains(errors, e => e.StartsWith("ImapProxy:PreAuth:Timeout", StringComparison.Ordinal));
+    }
+}
