@@ -61,6 +61,12 @@ public sealed class ImapCommandParser
         DiscardLine,
     }
 
+    /// <summary>The command whose synchronising literal is awaited (after <see cref="ParseStatus.ContinuationRequired"/>).</summary>
+    public ImapCommandName PendingCommand => _name;
+
+    /// <summary>The tag of the command in progress.</summary>
+    public byte[] PendingTag => _tag;
+
     /// <summary>True when no command is partially received (the next byte starts a new command).</summary>
     public bool IsAtCommandStart => _state == State.Line && _firstLine;
 
@@ -91,6 +97,15 @@ public sealed class ImapCommandParser
 
                     // The discarded line may have announced a literal; the rejection is already pending.
                     var discardedTail = _discardTail.AsSpan(0, _discardTailLength);
+                    if (discardedTail.EndsWith("}"u8) && !TryGetTrailingLiteral(discardedTail, out _, out _))
+                    {
+                        // A marker longer than the remembered tail: its size is unknowable, so is the stream.
+                        error = _rejection!.Value with { Fatal = true };
+                        ResetCommand();
+                        _state = State.Line;
+                        return ParseStatus.Error;
+                    }
+
                     if (EndFragment(TryGetTrailingLiteral(discardedTail, out var n, out var sync) ? (n, sync) : null, out error) is { } afterDiscard)
                     {
                         return afterDiscard;

@@ -216,6 +216,13 @@ public sealed class PreAuthMachine
             case ParseStatus.NeedMoreData:
                 return PreAuthStep.NeedMoreInput;
 
+            case ParseStatus.ContinuationRequired when _parser.PendingCommand == ImapCommandName.Login && !PlaintextAllowed:
+                // Never invite a password in the clear: refuse instead of sending "+" (RFC 3501 §7.5).
+                var tag = _parser.PendingTag;
+                _parser.Reset();
+                ResponseWriter.WriteTagged(output, tag, ImapStatus.No, "PRIVACYREQUIRED"u8, "Plaintext authentication disallowed on non-secure connections."u8);
+                return null;
+
             case ParseStatus.ContinuationRequired:
                 // Keep parsing: the literal may already be buffered, and a session waiting for new bytes would
                 // then stall. If it is not, the parser asks for more and the continuation is flushed with that.
@@ -238,10 +245,16 @@ public sealed class PreAuthMachine
             return Close(PreAuthCloseReason.ProtocolViolation);
         }
 
-        var code = error.ResponseCode;
         var tag = error.Tag ?? "*"u8.ToArray();
-        var message = error.Kind == ParseErrorKind.NotAvailable ? "Command requires authentication." : error.Message;
-        WriteBad(output, tag, code, message);
+        if (error.Kind == ParseErrorKind.NotAvailable)
+        {
+            // A well-formed command that needs authentication: the connection stays usable (DESIGN §3). The
+            // error budget is for malformed and oversized input.
+            WriteBad(output, tag, null, "Command requires authentication.");
+            return null;
+        }
+
+        WriteBad(output, tag, error.ResponseCode, error.Message);
         return CountError(output);
     }
 

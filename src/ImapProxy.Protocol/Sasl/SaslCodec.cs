@@ -25,13 +25,14 @@ public static class SaslCodec
     public static SaslDecodeResult TryDecodeBase64(ReadOnlySpan<byte> base64, out byte[] decoded)
     {
         decoded = [];
-        if (base64.Length == 1 && base64[0] == (byte)'=')
+        // An empty line is the base64 of nothing (RFC 3501 §6.2.2); so is "=" in an initial response.
+        if (base64.IsEmpty || (base64.Length == 1 && base64[0] == (byte)'='))
         {
             return SaslDecodeResult.Ok;
         }
 
         // Base64.DecodeFromUtf8 skips whitespace (since .NET 8), so the alphabet is checked first.
-        if (base64.IsEmpty || base64.Length % 4 != 0 || base64.ContainsAnyExcept(s_base64Alphabet))
+        if (base64.Length % 4 != 0 || base64.ContainsAnyExcept(s_base64Alphabet))
         {
             return SaslDecodeResult.InvalidBase64;
         }

@@ -86,6 +86,12 @@ internal sealed class ImapProxyOptionsValidator : IValidateOptions<ImapProxyOpti
             {
                 errors.Add($"{P}:PreAuth:ExtraCapabilities:{i}: LITERAL- cannot be advertised with LITERAL+.");
             }
+            else if (capability.Equals("STARTTLS", StringComparison.OrdinalIgnoreCase) ||
+                capability.Equals("LOGINDISABLED", StringComparison.OrdinalIgnoreCase) ||
+                capability.StartsWith("AUTH=", StringComparison.OrdinalIgnoreCase))
+            {
+                errors.Add($"{P}:PreAuth:ExtraCapabilities:{i}: '{capability}' depends on the connection's state and is set by the proxy itself.");
+            }
         }
 
         if (preAuth.AuthFailureDelay < TimeSpan.Zero || preAuth.AuthFailureMaxDelay < preAuth.AuthFailureDelay)

@@ -597,6 +597,13 @@ public sealed class PreAuthMachineTests
         "a NO …",
         "b OK NOOP completed.");
 
+    [Fact]
+    public void Login_WithSynchronisingLiteralWithoutTls_RefusedBeforeThePasswordIsSent() => Expect(
+        Plain,
+        "a LOGIN {4}\r\nb NOOP\r\n",
+        "a NO [PRIVACYREQUIRED] …",
+        "b OK NOOP completed.");
+
     [Theory]
     [InlineData("AUTHENTICATE PLAIN")]
     [InlineData("AUTHENTICATE LOGIN dXNlcg==")]
@@ -706,7 +713,7 @@ public sealed class PreAuthMachineTests
     {
         var dialogue = Dialogue.RunAllSplits(
             Tls,
-            "a FOO\r\n* x\r\nb LOGIN\r\nc NOOP\r\nd ENABLE X\r\ne NOOP\r\n");
+            "a LOGIN x\r\n* x\r\nb LOGIN\r\nc NOOP\r\nd ID foo\r\ne NOOP\r\n");
 
         Dialogue.AssertTranscript(
             ["a BAD …", "* BAD …", "b BAD …", "c OK NOOP completed.", "d BAD …", "* BYE …", "<Close TooManyErrors>"],
@@ -718,10 +725,19 @@ public sealed class PreAuthMachineTests
     [Fact]
     public void ErrorBudget_Zero_FirstBadCloses() => Expect(
         () => Tls(Dialogue.Settings(errorBudget: 0)),
-        "a SELECT INBOX\r\nb NOOP\r\n",
+        "a LOGIN\r\nb NOOP\r\n",
         "a BAD …",
         "* BYE …",
         "<Close TooManyErrors>");
+
+    [Fact]
+    public void ErrorBudget_CommandsNeedingAuthenticationDoNotCount() => Expect(
+        () => Tls(Dialogue.Settings(errorBudget: 0)),
+        "a SELECT INBOX\r\nb ENABLE CONDSTORE\r\nc FOO\r\nd NOOP\r\n",
+        "a BAD …",
+        "b BAD …",
+        "c BAD …",
+        "d OK NOOP completed.");
 
     [Fact]
     public void ErrorBudget_RefusalsAreNotErrors() => Expect(

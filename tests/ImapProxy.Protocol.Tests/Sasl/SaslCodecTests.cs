@@ -19,8 +19,14 @@ public sealed class SaslCodecTests
         Assert.Equal(Splits.Bytes(expected), decoded);
     }
 
+    [Fact]
+    public void TryDecodeBase64_EmptyLine_IsTheEmptyResponse()
+    {
+        Assert.Equal(SaslDecodeResult.Ok, SaslCodec.TryDecodeBase64([], out var decoded));
+        Assert.Empty(decoded);
+    }
+
     [Theory]
-    [InlineData("")]
     [InlineData("Q")]
     [InlineData("QQ")]
     [InlineData("QQ=")]
