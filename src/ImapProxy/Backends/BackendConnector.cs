@@ -99,7 +99,7 @@ internal sealed class BackendConnector
             }
 
             var authTag = handover.NextTag();
-            var status = await AuthenticateAsync(handover, authTag, credentials, capabilities, linked.Token);
+            var status = await AuthenticateAsync(handover, authTag, credentials, capabilities, backend.Authentication, linked.Token);
             if (status.Outcome != BackendLoginOutcome.Success)
             {
                 await handover.DisposeAsync();
@@ -112,8 +112,9 @@ internal sealed class BackendConnector
         }
         catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
         {
+            var detail = handover.Stream is null ? "connect timed out" : "login timed out";
             await handover.DisposeAsync();
-            return new(BackendLoginOutcome.Unavailable, null, handover.Socket?.Connected == true ? "login timed out" : "connect timed out");
+            return new(BackendLoginOutcome.Unavailable, null, detail);
         }
         catch (HandoverException ex)
         {
@@ -304,10 +305,10 @@ internal sealed class BackendConnector
 
     private readonly record struct AuthStatus(BackendLoginOutcome Outcome, byte[]? Capabilities, string Detail);
 
-    private async Task<AuthStatus> AuthenticateAsync(Handover handover, string tag, ImapCredentials credentials, byte[] capabilities, CancellationToken cancellationToken)
+    private async Task<AuthStatus> AuthenticateAsync(Handover handover, string tag, ImapCredentials credentials, byte[] capabilities, BackendAuthentication method, CancellationToken cancellationToken)
     {
         var tagBytes = Encoding.ASCII.GetBytes(tag);
-        var plain = CapabilityList.Contains(capabilities, "AUTH=PLAIN"u8);
+        var plain = method == BackendAuthentication.Auto && CapabilityList.Contains(capabilities, "AUTH=PLAIN"u8);
         var saslIr = CapabilityList.Contains(capabilities, "SASL-IR"u8);
         var literalPlus = CapabilityList.Contains(capabilities, "LITERAL+"u8);
         var usesMaster = _masterUser is not null;

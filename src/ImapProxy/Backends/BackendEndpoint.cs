@@ -7,7 +7,7 @@ namespace ImapProxy.Backends;
 /// <summary>One IMAP backend as the directory sees it. Immutable; part of a directory snapshot.</summary>
 public sealed class BackendEndpoint
 {
-    public BackendEndpoint(string id, string host, int port, double weight, BackendTls tls = BackendTls.None, string? tlsServerName = null, bool proxyProtocol = false)
+    public BackendEndpoint(string id, string host, int port, double weight, BackendTls tls = BackendTls.None, string? tlsServerName = null, bool proxyProtocol = false, BackendAuthentication authentication = BackendAuthentication.Auto)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(id);
         ArgumentException.ThrowIfNullOrWhiteSpace(host);
@@ -18,6 +18,7 @@ public sealed class BackendEndpoint
         Tls = tls;
         TlsServerName = tlsServerName;
         ProxyProtocol = proxyProtocol;
+        Authentication = authentication;
         HashSeed = unchecked((long)XxHash3.HashToUInt64(Encoding.UTF8.GetBytes(id)));
     }
 
@@ -35,13 +36,15 @@ public sealed class BackendEndpoint
 
     public bool ProxyProtocol { get; }
 
+    public BackendAuthentication Authentication { get; }
+
     /// <summary>Derived from the id only, so every replica scores users the same way for this backend.</summary>
     internal long HashSeed { get; }
 
     public static BackendEndpoint FromOptions(StaticBackendOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);
-        return new BackendEndpoint(options.Id, options.Host, options.Port, options.Weight, options.Tls, options.TlsServerName, options.ProxyProtocol);
+        return new BackendEndpoint(options.Id, options.Host, options.Port, options.Weight, options.Tls, options.TlsServerName, options.ProxyProtocol, options.Authentication);
     }
 
     public override string ToString() => $"{Id} ({Host}:{Port})";

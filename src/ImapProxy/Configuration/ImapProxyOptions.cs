@@ -114,6 +114,14 @@ public enum BackendTls
     Implicit,
 }
 
+public enum BackendAuthentication
+{
+    /// <summary>AUTHENTICATE PLAIN when the backend offers it (with SASL-IR if offered), else LOGIN.</summary>
+    Auto,
+    /// <summary>Always the LOGIN command (arguments quoted or sent as literals, byte-safe).</summary>
+    Login,
+}
+
 public sealed class BackendsOptions
 {
     public TimeSpan ConnectTimeout { get; set; } = TimeSpan.FromSeconds(5);
@@ -159,6 +167,9 @@ public sealed class StaticBackendOptions
 
     /// <summary>Send a PROXY v2 header first (Cyrus 3.12+, Dovecot haproxy listeners).</summary>
     public bool ProxyProtocol { get; set; }
+
+    /// <summary>How the client's credentials are presented to this backend.</summary>
+    public BackendAuthentication Authentication { get; set; } = BackendAuthentication.Auto;
 }
 
 public enum UserNormalization

@@ -34,7 +34,7 @@ internal sealed class ClientSession
     private PipeReader _input;
     private PipeWriter _output;
     private SslStream? _startTls;
-    private string _user = "-";
+    private string _user = "-"; // as logged (escaped)
     private string _reason = "client closed";
 
     public ClientSession(ConnectionContext connection, ListenerOptions listener, ImapSessionServices services)
@@ -220,9 +220,10 @@ internal sealed class ClientSession
     {
         var request = machine.PendingLogin!;
         var started = Stopwatch.GetTimestamp();
-        _user = UserNames.Normalize(request.Credentials.EffectiveUser, _services.Options.Directory.UserNormalization);
+        var user = UserNames.Normalize(request.Credentials.EffectiveUser, _services.Options.Directory.UserNormalization);
+        _user = UserNames.ForLog(user);
 
-        var placement = await _services.Directory.FindBackendAsync(_user, cancellationToken);
+        var placement = await _services.Directory.FindBackendAsync(user, cancellationToken);
         BackendLoginResult login;
         if (placement.Backend is null)
         {
@@ -244,7 +245,7 @@ internal sealed class ClientSession
         {
             case BackendLoginOutcome.Success:
                 var connection = login.Connection!;
-                _services.Throttle.RecordSuccess(_client.Address, _user);
+                _services.Throttle.RecordSuccess(_client.Address, user);
                 ResponseWriter.Write(_output, request.Tag);
                 ResponseWriter.Write(_output, " OK [CAPABILITY "u8);
                 ResponseWriter.Write(_output, connection.Capabilities);
@@ -266,7 +267,7 @@ internal sealed class ClientSession
             case BackendLoginOutcome.AuthenticationFailed:
                 Log.LoginFailed(_services.Logger, _user, _client, backendId, "authentication failed", login.Detail);
                 // The delay grows per (address, user); the dialogue stays usable afterwards.
-                await Task.Delay(_services.Throttle.RecordFailure(_client.Address, _user), _services.TimeProvider, cancellationToken);
+                await Task.Delay(_services.Throttle.RecordFailure(_client.Address, user), _services.TimeProvider, cancellationToken);
                 machine.OnLoginFailed(_output, LoginFailure.AuthenticationFailed);
                 break;
 

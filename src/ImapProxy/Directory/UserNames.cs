@@ -12,4 +12,64 @@ public static class UserNames
         var text = Encoding.UTF8.GetString(user).Trim();
         return normalization == UserNormalization.Lowercase ? text.ToLowerInvariant() : text;
     }
+
+    /// <summary>
+    /// A user name as it may appear in a log line: control characters are escaped, so a name carrying CR or LF
+    /// cannot forge log lines; long names are cut.
+    /// </summary>
+    public static string ForLog(string user)
+    {
+        ArgumentNullException.ThrowIfNull(user);
+        const int MaxLength = 128;
+        var needsEscaping = false;
+        foreach (var c in user)
+        {
+            if (char.IsControl(c) || c == '\\')
+            {
+                needsEscaping = true;
+                break;
+            }
+        }
+
+        if (!needsEscaping && user.Length <= MaxLength)
+        {
+            return user;
+        }
+
+        var builder = new StringBuilder(Math.Min(user.Length, MaxLength) + 8);
+        foreach (var c in user)
+        {
+            if (builder.Length >= MaxLength)
+            {
+                builder.Append('…');
+                break;
+            }
+
+            switch (c)
+            {
+                case '\r':
+                    builder.Append("\\r");
+                    break;
+                case '\n':
+                    builder.Append("\\n");
+                    break;
+                case '\\':
+                    builder.Append("\\\\");
+                    break;
+                default:
+                    if (char.IsControl(c))
+                    {
+                        builder.Append("\\u").Append(((int)c).ToString("x4", System.Globalization.CultureInfo.InvariantCulture));
+                    }
+                    else
+                    {
+                        builder.Append(c);
+                    }
+
+                    break;
+            }
+        }
+
+        return builder.ToString();
+    }
 }
