@@ -197,7 +197,9 @@ cmd_start()
   seed="${SEED_MESSAGES:-3}"
   timeout="${START_TIMEOUT:-30}"
 
-  [[ "$port" =~ ^[0-9]+$ ]] && ((port > 0 && port < 65536)) || die "invalid port: $port"
+  if ! [[ "$port" =~ ^[0-9]+$ ]] || ((port == 0 || port > 65535)); then
+    die "invalid port: $port"
+  fi
   [[ "$name" =~ ^[A-Za-z0-9._-]+$ ]] || die "invalid instance name (letters, digits, . _ -): $name"
   [[ "$address" == 127.* ]] || die "LISTEN_ADDRESS must be a loopback address (127.x): $address"
   [[ "$seed" =~ ^[0-9]+$ ]] || die "SEED_MESSAGES must be a number: $seed"

@@ -62,6 +62,7 @@ internal sealed class ClientSession
         using var preAuth = CancellationTokenSource.CreateLinkedTokenSource(preAuthTimeout.Token, _connection.ConnectionClosed, _services.Shutdown.Stopping);
         BackendConnection? backend = null;
         SpliceResult splice = default;
+        using var scope = Log.SessionScope(_services.Logger, _sessionId);
         Log.ConnectionAccepted(_services.Logger, _client, _listener.Name);
         try
         {

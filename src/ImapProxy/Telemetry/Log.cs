@@ -6,6 +6,12 @@ namespace ImapProxy.Telemetry;
 /// <summary>Every log message of the proxy, with fixed event ids. No message takes a password or SASL data.</summary>
 internal static partial class Log
 {
+    private static readonly Func<ILogger, string, IDisposable?> s_sessionScope =
+        LoggerMessage.DefineScope<string>("session {SessionId}");
+
+    /// <summary>Every line a session logs carries its id (the x-session-id the backend logs too).</summary>
+    public static IDisposable? SessionScope(ILogger logger, string sessionId) => s_sessionScope(logger, sessionId);
+
     [LoggerMessage(1, LogLevel.Information, "Listening for IMAP on {Endpoint} ({Listener}, TLS {Tls})")]
     public static partial void Listening(ILogger logger, string endpoint, string listener, string tls);
 

@@ -227,6 +227,7 @@ public sealed class DovecotInstance : IAsyncDisposable
                 }
                 catch (DirectoryNotFoundException)
                 {
+                    // Already gone: nothing to delete.
                 }
             }
         }
