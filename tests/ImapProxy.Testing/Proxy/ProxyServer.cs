@@ -10,7 +10,7 @@ using Microsoft.Extensions.Logging;
 namespace ImapProxy.Testing.Proxy;
 
 /// <summary>A backend the test proxy routes to.</summary>
-public sealed record ProxyBackend(string Id, string Host, int Port, double Weight = 100, string Authentication = "Auto");
+public sealed record ProxyBackend(string Id, string Host, int Port, double Weight = 100, string Authentication = "Auto", string Tls = "None");
 
 /// <summary>
 /// The real proxy host, in-process, on 127.0.0.1 with free ports: a STARTTLS listener ("imap"), an implicit
@@ -85,6 +85,7 @@ public sealed class ProxyServer : IAsyncDisposable
             config[$"ImapProxy:Backends:Static:{i}:Port"] = backend.Port.ToString(CultureInfo.InvariantCulture);
             config[$"ImapProxy:Backends:Static:{i}:Weight"] = backend.Weight.ToString(CultureInfo.InvariantCulture);
             config[$"ImapProxy:Backends:Static:{i}:Authentication"] = backend.Authentication;
+            config[$"ImapProxy:Backends:Static:{i}:Tls"] = backend.Tls;
             i++;
         }
 
