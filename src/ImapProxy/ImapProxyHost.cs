@@ -4,6 +4,7 @@ using ImapProxy.Backends;
 using ImapProxy.Configuration;
 using ImapProxy.Connections;
 using ImapProxy.Directory;
+using ImapProxy.Directory.Consul;
 using ImapProxy.Telemetry;
 using ImapProxy.Tls;
 using Microsoft.AspNetCore.Builder;
@@ -65,7 +66,18 @@ public static class ImapProxyHost
         services.AddSingleton<TrustedNetworks>();
         services.AddSingleton<AuthFailureThrottle>();
         services.AddSingleton<BackendConnector>();
-        services.AddSingleton<IBackendDirectory, StaticDirectory>();
+        services.AddSingleton<SessionRegistry>();
+        if (builder.Configuration.GetValue<bool>($"{ImapProxyOptions.SectionName}:Consul:Enabled"))
+        {
+            services.AddHttpClient<ConsulClient>().ConfigurePrimaryHttpMessageHandler(provider => CreateConsulHandler(provider.GetRequiredService<IOptions<ImapProxyOptions>>().Value.Consul));
+            services.AddSingleton<ConsulDirectory>();
+            services.AddSingleton<IBackendDirectory>(provider => provider.GetRequiredService<ConsulDirectory>());
+            services.AddHostedService(provider => provider.GetRequiredService<ConsulDirectory>());
+        }
+        else
+        {
+            services.AddSingleton<IBackendDirectory, StaticDirectory>();
+        }
         services.AddSingleton<ShutdownCoordinator>();
         services.AddSingleton<ImapSessionServices>();
         services.AddOptions<HostOptions>().Configure<IOptions<ImapProxyOptions>>((host, proxy) =>
@@ -134,6 +146,25 @@ public static class ImapProxyHost
                 registry.Add(AdminListenerName, listen);
             });
         }
+    }
+
+    /// <summary>Connections to the Consul agent; a CA file, when given, is the only trust anchor for HTTPS.</summary>
+    private static SocketsHttpHandler CreateConsulHandler(ConsulOptions consul)
+    {
+        var handler = new SocketsHttpHandler { PooledConnectionIdleTimeout = TimeSpan.FromMinutes(2) };
+        if (consul.CaFile is not null)
+        {
+            var roots = new System.Security.Cryptography.X509Certificates.X509Certificate2Collection();
+            roots.ImportFromPemFile(consul.CaFile);
+            handler.SslOptions.CertificateChainPolicy = new System.Security.Cryptography.X509Certificates.X509ChainPolicy
+            {
+                TrustMode = System.Security.Cryptography.X509Certificates.X509ChainTrustMode.CustomRootTrust,
+                RevocationMode = System.Security.Cryptography.X509Certificates.X509RevocationMode.NoCheck,
+            };
+            handler.SslOptions.CertificateChainPolicy.CustomTrustStore.AddRange(roots);
+        }
+
+        return handler;
     }
 
     private static string? FindConfigFile(string[] args)

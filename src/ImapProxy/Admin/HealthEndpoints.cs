@@ -32,7 +32,7 @@ internal static class HealthEndpoints
             }
 
             return problems.Count == 0
-                ? Results.Text("ready\n")
+                ? Results.Text(directory.Degraded is { } degraded ? $"ready (degraded: {degraded})\n" : "ready\n")
                 : Results.Text("not ready: " + string.Join("; ", problems) + "\n", statusCode: StatusCodes.Status503ServiceUnavailable);
         });
         return endpoints;

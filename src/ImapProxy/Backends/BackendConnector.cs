@@ -22,6 +22,8 @@ internal enum BackendLoginOutcome
     Limit,
     /// <summary>The hop limit (x-proxy-ttl) is exhausted: a proxy loop.</summary>
     ProxyLoop,
+    /// <summary>No TCP connection could be made (refused, unreachable, connect timeout): the backend is suspect.</summary>
+    ConnectFailed,
 }
 
 /// <summary>The result of a hand-over. <see cref="Detail"/> is for logs: never credentials, never backend text.</summary>
@@ -112,9 +114,11 @@ internal sealed class BackendConnector
         }
         catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
         {
-            var detail = handover.Stream is null ? "connect timed out" : "login timed out";
+            var connected = handover.Stream is not null;
             await handover.DisposeAsync();
-            return new(BackendLoginOutcome.Unavailable, null, detail);
+            return connected
+                ? new(BackendLoginOutcome.Unavailable, null, "login timed out")
+                : new(BackendLoginOutcome.ConnectFailed, null, "connect timed out");
         }
         catch (HandoverException ex)
         {
@@ -123,8 +127,9 @@ internal sealed class BackendConnector
         }
         catch (Exception ex) when (ex is SocketException or IOException or AuthenticationException)
         {
+            var connected = handover.Stream is not null;
             await handover.DisposeAsync();
-            return new(BackendLoginOutcome.Unavailable, null, Describe(ex));
+            return new(connected ? BackendLoginOutcome.Unavailable : BackendLoginOutcome.ConnectFailed, null, Describe(ex));
         }
         catch
         {

@@ -25,6 +25,8 @@ public sealed class ImapProxyOptions
 
     public DirectoryOptions Directory { get; set; } = new();
 
+    public ConsulOptions Consul { get; set; } = new();
+
     public SessionOptions Session { get; set; } = new();
 }
 
@@ -183,6 +185,70 @@ public enum UserNormalization
 public sealed class DirectoryOptions
 {
     public UserNormalization UserNormalization { get; set; } = UserNormalization.Lowercase;
+
+    /// <summary>How long a placement read from Consul is trusted before it is read again.</summary>
+    public TimeSpan PlacementCacheTtl { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>How long "this user has no placement" is trusted.</summary>
+    public TimeSpan NegativeCacheTtl { get; set; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>Most placements kept in memory.</summary>
+    public int PlacementCacheSize { get; set; } = 100_000;
+
+    /// <summary>Every user must have a placement; unplaced users get NO [UNAVAILABLE] instead of a hashed backend.</summary>
+    public bool PlacementRequired { get; set; }
+
+    /// <summary>How often the placements of users with live sessions are re-read, to move them when they change.</summary>
+    public TimeSpan PlacementRefreshInterval { get; set; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>Upper bound of placement reads per second spent on that refresh.</summary>
+    public int PlacementRefreshRate { get; set; } = 200;
+
+    /// <summary>How long a backend that refused a connection is left out of hashing, unless Consul says more.</summary>
+    public TimeSpan SuspectDuration { get; set; } = TimeSpan.FromSeconds(15);
+
+    /// <summary>Sessions to kick after a view change are spread over this window, so reconnects do not storm.</summary>
+    public TimeSpan KickSpread { get; set; } = TimeSpan.FromSeconds(2);
+}
+
+public sealed class ConsulOptions
+{
+    /// <summary>Take backends, their states and user placements from Consul instead of Backends:Static.</summary>
+    public bool Enabled { get; set; }
+
+    /// <summary>Agent HTTP addresses, tried in order (the first that answers is used until it fails).</summary>
+    public List<string> Addresses { get; set; } = [];
+
+    /// <summary>ACL token (prefer TokenFile or the environment).</summary>
+    public string? Token { get; set; }
+
+    /// <summary>File holding the ACL token.</summary>
+    public string? TokenFile { get; set; }
+
+    public string? Datacenter { get; set; }
+
+    /// <summary>PEM CA bundle for HTTPS agent addresses.</summary>
+    public string? CaFile { get; set; }
+
+    /// <summary>Catalog service whose instances are the IMAP backends.</summary>
+    public string ServiceName { get; set; } = "imap-backend";
+
+    /// <summary>KV prefix: users at &lt;prefix&gt;/users/&lt;user&gt;, backend states at &lt;prefix&gt;/backends/&lt;id&gt;, overrides at &lt;prefix&gt;/overrides/&lt;user&gt;.</summary>
+    public string KeyPrefix { get; set; } = "imapproxy";
+
+    /// <summary>Longest blocking-query wait; the HTTP timeout is set above it.</summary>
+    public TimeSpan WaitTime { get; set; } = TimeSpan.FromSeconds(60);
+
+    /// <summary>Timeout of ordinary (non-blocking) requests such as a placement lookup.</summary>
+    public TimeSpan RequestTimeout { get; set; } = TimeSpan.FromSeconds(2);
+
+    /// <summary>First retry delay of a failing watch; doubles with jitter up to MaxRetryDelay.</summary>
+    public TimeSpan RetryDelay { get; set; } = TimeSpan.FromSeconds(1);
+
+    public TimeSpan MaxRetryDelay { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>The view counts as stale (readiness detail, metric) when no watch succeeded for this long.</summary>
+    public TimeSpan StaleAfter { get; set; } = TimeSpan.FromMinutes(2);
 }
 
 public sealed class SessionOptions

@@ -116,9 +116,15 @@ internal sealed class ImapProxyOptionsValidator : IValidateOptions<ImapProxyOpti
             CheckFile(errors, $"{P}:Backends:MasterPasswordFile", backends.MasterPasswordFile, "MasterUser is set");
         }
 
-        if (backends.Static.Count == 0)
+        if (backends.Static.Count == 0 && !options.Consul.Enabled)
         {
-            errors.Add($"{P}:Backends:Static must list at least one backend.");
+            errors.Add($"{P}:Backends:Static must list at least one backend (or enable {P}:Consul).");
+        }
+
+        ValidateDirectory(errors, options.Directory);
+        if (options.Consul.Enabled)
+        {
+            ValidateConsul(errors, options.Consul);
         }
 
         var ids = new HashSet<string>(StringComparer.Ordinal);
@@ -146,6 +152,69 @@ internal sealed class ImapProxyOptionsValidator : IValidateOptions<ImapProxyOpti
         CheckPositive(errors, $"{P}:Session:ShutdownGrace", options.Session.ShutdownGrace);
 
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
+    }
+
+    private static void ValidateDirectory(List<string> errors, DirectoryOptions directory)
+    {
+        CheckPositive(errors, $"{P}:Directory:PlacementCacheTtl", directory.PlacementCacheTtl);
+        CheckPositive(errors, $"{P}:Directory:NegativeCacheTtl", directory.NegativeCacheTtl);
+        CheckRange(errors, $"{P}:Directory:PlacementCacheSize", directory.PlacementCacheSize, 100, 100_000_000);
+        CheckPositive(errors, $"{P}:Directory:PlacementRefreshInterval", directory.PlacementRefreshInterval);
+        CheckRange(errors, $"{P}:Directory:PlacementRefreshRate", directory.PlacementRefreshRate, 1, 100_000);
+        CheckPositive(errors, $"{P}:Directory:SuspectDuration", directory.SuspectDuration);
+        if (directory.KickSpread < TimeSpan.Zero)
+        {
+            errors.Add($"{P}:Directory:KickSpread must not be negative.");
+        }
+    }
+
+    private static void ValidateConsul(List<string> errors, ConsulOptions consul)
+    {
+        if (consul.Addresses.Count == 0)
+        {
+            errors.Add($"{P}:Consul:Addresses must list at least one agent address (e.g. http://127.0.0.1:8500).");
+        }
+
+        for (var i = 0; i < consul.Addresses.Count; i++)
+        {
+            if (!Uri.TryCreate(consul.Addresses[i], UriKind.Absolute, out var uri) || (uri.Scheme != Uri.UriSchemeHttp && uri.Scheme != Uri.UriSchemeHttps))
+            {
+                errors.Add($"{P}:Consul:Addresses:{i} must be an http:// or https:// URL (got '{consul.Addresses[i]}').");
+            }
+        }
+
+        if (string.IsNullOrWhiteSpace(consul.ServiceName))
+        {
+            errors.Add($"{P}:Consul:ServiceName must be set.");
+        }
+
+        if (string.IsNullOrWhiteSpace(consul.KeyPrefix) || consul.KeyPrefix.StartsWith('/') || consul.KeyPrefix.EndsWith('/'))
+        {
+            errors.Add($"{P}:Consul:KeyPrefix must be set, without leading or trailing '/' (got '{consul.KeyPrefix}').");
+        }
+
+        if (consul.WaitTime < TimeSpan.FromSeconds(1) || consul.WaitTime > TimeSpan.FromMinutes(10))
+        {
+            errors.Add($"{P}:Consul:WaitTime must be between 1 second and 10 minutes (got {consul.WaitTime}).");
+        }
+
+        CheckPositive(errors, $"{P}:Consul:RequestTimeout", consul.RequestTimeout);
+        CheckPositive(errors, $"{P}:Consul:RetryDelay", consul.RetryDelay);
+        if (consul.MaxRetryDelay < consul.RetryDelay)
+        {
+            errors.Add($"{P}:Consul:MaxRetryDelay must be >= {P}:Consul:RetryDelay.");
+        }
+
+        CheckPositive(errors, $"{P}:Consul:StaleAfter", consul.StaleAfter);
+        if (consul.TokenFile is not null)
+        {
+            CheckFile(errors, $"{P}:Consul:TokenFile", consul.TokenFile, "it is set");
+        }
+
+        if (consul.CaFile is not null)
+        {
+            CheckFile(errors, $"{P}:Consul:CaFile", consul.CaFile, "it is set");
+        }
     }
 
     private static void CheckPort(List<string> errors, string key, int port, bool allowZero)

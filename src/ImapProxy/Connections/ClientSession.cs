@@ -35,6 +35,8 @@ internal sealed class ClientSession
     private PipeWriter _output;
     private SslStream? _startTls;
     private string _user = "-"; // as logged (escaped)
+    private string _directoryUser = "";
+    private DirectorySource _source;
     private string _reason = "client closed";
 
     public ClientSession(ConnectionContext connection, ListenerOptions listener, ImapSessionServices services)
@@ -71,10 +73,27 @@ internal sealed class ClientSession
             backend = await RunPreAuthAsync(machine, preAuth.Token);
             if (backend is not null)
             {
-                splice = await Splicer.RunAsync(_input, _output, backend, _services.Shutdown.SessionsEnding);
+                using var live = new LiveSession(_directoryUser, backend.Endpoint, _source, _client, _sessionId, _services.TimeProvider.GetUtcNow());
+                _services.Sessions.Add(live);
+                try
+                {
+                    using var ending = CancellationTokenSource.CreateLinkedTokenSource(_services.Shutdown.SessionsEnding, live.KickToken);
+                    splice = await Splicer.RunAsync(_input, _output, backend, ending.Token);
+                }
+                finally
+                {
+                    _services.Sessions.Remove(live);
+                }
+
+                if (splice.Outcome == SpliceOutcome.Cancelled && splice.AtResponseBoundary)
+                {
+                    // Only between two responses: a BYE inside a FETCH literal would corrupt it.
+                    await TryWriteByeAsync(live.KickReason is null ? "Server shutting down." : "Session moved, please reconnect.");
+                }
+
                 _reason = splice.Outcome switch
                 {
-                    SpliceOutcome.Cancelled => "shutdown",
+                    SpliceOutcome.Cancelled => live.KickReason is { } kick ? "kicked: " + kick : "shutdown",
                     SpliceOutcome.ClientClosed => "client closed",
                     SpliceOutcome.BackendClosed => "backend closed",
                     SpliceOutcome.ClientError => "client error",
@@ -223,22 +242,25 @@ internal sealed class ClientSession
         var started = Stopwatch.GetTimestamp();
         var user = UserNames.Normalize(request.Credentials.EffectiveUser, _services.Options.Directory.UserNormalization);
         _user = UserNames.ForLog(user);
+        _directoryUser = user;
 
         var placement = await _services.Directory.FindBackendAsync(user, cancellationToken);
-        BackendLoginResult login;
-        if (placement.Backend is null)
+        var login = await LoginToAsync(placement, request, machine, cancellationToken);
+        if (login.Outcome == BackendLoginOutcome.ConnectFailed && placement.Backend is not null)
         {
-            login = new(BackendLoginOutcome.Unavailable, null, "no backend available");
-        }
-        else
-        {
-            login = await _services.Connector.LoginAsync(
-                placement.Backend,
-                request.Credentials,
-                machine.ClientIdentity,
-                new ClientEndpoints(_client, _local),
-                _sessionId,
-                cancellationToken);
+            // Leave the refusing backend out of hashing for a while; a hashed user gets a second chance now,
+            // on the backend the view without it picks. A placed user has no other backend.
+            _services.Directory.MarkSuspect(placement.Backend.Id);
+            if (placement.Source == DirectorySource.Hash)
+            {
+                Log.BackendSuspected(_services.Logger, placement.Backend.Id, _user);
+                var second = await _services.Directory.FindBackendAsync(user, cancellationToken);
+                if (second.Backend is not null && second.Backend.Id != placement.Backend.Id)
+                {
+                    placement = second;
+                    login = await LoginToAsync(placement, request, machine, cancellationToken);
+                }
+            }
         }
 
         var backendId = placement.Backend?.Id ?? "-";
@@ -262,6 +284,7 @@ internal sealed class ClientSession
                     throw;
                 }
 
+                _source = placement.Source;
                 Log.LoginSucceeded(_services.Logger, _user, _client, backendId, Stopwatch.GetElapsedTime(started).TotalMilliseconds);
                 return connection;
 
@@ -291,6 +314,11 @@ internal sealed class ClientSession
         await _output.FlushAsync(cancellationToken);
         return null;
     }
+
+    private Task<BackendLoginResult> LoginToAsync(DirectoryResult placement, LoginRequest request, PreAuthMachine machine, CancellationToken cancellationToken) =>
+        placement.Backend is null
+            ? Task.FromResult(new BackendLoginResult(BackendLoginOutcome.Unavailable, null, placement.Detail ?? "no backend available"))
+            : _services.Connector.LoginAsync(placement.Backend, request.Credentials, machine.ClientIdentity, new ClientEndpoints(_client, _local), _sessionId, cancellationToken);
 
     private async Task TryWriteByeAsync(string text)
     {

@@ -20,6 +20,7 @@ internal sealed class ImapSessionServices
         TrustedNetworks trustedNetworks,
         ServerCertificateProvider certificates,
         ShutdownCoordinator shutdown,
+        SessionRegistry sessions,
         TimeProvider timeProvider,
         ILogger<ClientSession> logger)
     {
@@ -30,6 +31,7 @@ internal sealed class ImapSessionServices
         TrustedNetworks = trustedNetworks;
         Certificates = certificates;
         Shutdown = shutdown;
+        Sessions = sessions;
         TimeProvider = timeProvider;
         Logger = logger;
         var preAuth = Options.PreAuth;
@@ -58,6 +60,8 @@ internal sealed class ImapSessionServices
     public ServerCertificateProvider Certificates { get; }
 
     public ShutdownCoordinator Shutdown { get; }
+
+    public SessionRegistry Sessions { get; }
 
     public TimeProvider TimeProvider { get; }
 

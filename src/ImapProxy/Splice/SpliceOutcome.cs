@@ -11,5 +11,8 @@ public enum SpliceOutcome
     Cancelled,
 }
 
-/// <summary>The end of a splice with the bytes each way.</summary>
-public readonly record struct SpliceResult(SpliceOutcome Outcome, long BytesFromClient, long BytesFromBackend);
+/// <summary>
+/// The end of a splice with the bytes each way. <see cref="AtResponseBoundary"/> says whether the client was
+/// left between two response lines, where the proxy may still say "* BYE" without corrupting anything.
+/// </summary>
+public readonly record struct SpliceResult(SpliceOutcome Outcome, long BytesFromClient, long BytesFromBackend, bool AtResponseBoundary);

@@ -2,6 +2,7 @@ using System.Buffers;
 using System.IO.Pipelines;
 using System.Net.Sockets;
 using ImapProxy.Backends;
+using ImapProxy.Protocol.Responses;
 
 namespace ImapProxy.Splice;
 
@@ -19,8 +20,9 @@ internal static class Splicer
     {
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         var counters = new Counters();
+        var boundary = new ResponseBoundaryTracker();
         var upstream = ClientToBackendAsync(clientInput, backend.Stream, counters, stop.Token);
-        var downstream = BackendToClientAsync(backend, clientOutput, counters, stop.Token);
+        var downstream = BackendToClientAsync(backend, clientOutput, counters, boundary, stop.Token);
 
         var first = await Task.WhenAny(upstream, downstream);
         await stop.CancelAsync();
@@ -29,7 +31,7 @@ internal static class Splicer
         var outcome = cancellationToken.IsCancellationRequested
             ? SpliceOutcome.Cancelled
             : first == upstream ? results[0] : results[1];
-        return new SpliceResult(outcome, counters.FromClient, counters.FromBackend);
+        return new SpliceResult(outcome, counters.FromClient, counters.FromBackend, boundary.AtLineStart);
     }
 
     private static async Task<SpliceOutcome> ClientToBackendAsync(PipeReader input, Stream backend, Counters counters, CancellationToken cancellationToken)
@@ -80,7 +82,7 @@ internal static class Splicer
         }
     }
 
-    private static async Task<SpliceOutcome> BackendToClientAsync(BackendConnection backend, PipeWriter output, Counters counters, CancellationToken cancellationToken)
+    private static async Task<SpliceOutcome> BackendToClientAsync(BackendConnection backend, PipeWriter output, Counters counters, ResponseBoundaryTracker boundary, CancellationToken cancellationToken)
     {
         try
         {
@@ -90,6 +92,7 @@ internal static class Splicer
                 foreach (var segment in leftover.Buffer)
                 {
                     output.Write(segment.Span);
+                    boundary.Advance(segment.Span);
                 }
 
                 counters.FromBackend += leftover.Buffer.Length;
@@ -127,6 +130,7 @@ internal static class Splicer
                 }
 
                 lastReadFilled = read == memory.Length;
+                boundary.Advance(memory.Span[..read]);
                 output.Advance(read);
                 counters.FromBackend += read;
                 FlushResult flush;

@@ -45,4 +45,25 @@ internal static partial class Log
 
     [LoggerMessage(21, LogLevel.Warning, "Refusing login: proxy hop limit (x-proxy-ttl) reached, possible proxy loop, client {Client}")]
     public static partial void ProxyLoop(ILogger logger, IPEndPoint client);
+
+    [LoggerMessage(30, LogLevel.Warning, "Consul watch of {Watch} failed: {Reason}; retrying in about {RetrySeconds:F1}s with the last view")]
+    public static partial void ConsulWatchFailed(ILogger logger, string watch, string reason, double retrySeconds);
+
+    [LoggerMessage(31, LogLevel.Information, "Consul watch of {Watch} recovered")]
+    public static partial void ConsulRecovered(ILogger logger, string watch);
+
+    [LoggerMessage(32, LogLevel.Information, "Directory view changed: {Backends} backends, candidates [{Candidates}] ({CandidateCount})")]
+    public static partial void DirectoryViewChanged(ILogger logger, int backends, int candidateCount, string candidates);
+
+    [LoggerMessage(33, LogLevel.Warning, "Ignoring unreadable backend state for {Backend} (expected \"active\", \"draining\", \"disabled\" or JSON)")]
+    public static partial void BadBackendState(ILogger logger, string backend);
+
+    [LoggerMessage(34, LogLevel.Warning, "Placement lookup for {User} failed: {Reason}")]
+    public static partial void PlacementLookupFailed(ILogger logger, string user, string reason);
+
+    [LoggerMessage(35, LogLevel.Information, "Kicking session of {User} on {Backend}: {Reason}")]
+    public static partial void SessionKicked(ILogger logger, string user, string backend, string reason);
+
+    [LoggerMessage(36, LogLevel.Information, "Backend {Backend} refused the connection; suspected for a while, retrying {User} elsewhere")]
+    public static partial void BackendSuspected(ILogger logger, string backend, string user);
 }

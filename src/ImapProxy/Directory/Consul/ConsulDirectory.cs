@@ -1,0 +1,510 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using System.Threading.Channels;
+using ImapProxy.Backends;
+using ImapProxy.Configuration;
+using ImapProxy.Connections;
+using ImapProxy.Telemetry;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+
+namespace ImapProxy.Directory.Consul;
+
+/// <summary>
+/// The directory fed by Consul (DESIGN §4). Three blocking-query watches keep an immutable view: the health of
+/// the backend service's instances, the backend states and weights (KV &lt;prefix&gt;/backends/), and the small
+/// set of overrides (KV &lt;prefix&gt;/overrides/). Per-user placements (KV &lt;prefix&gt;/users/, possibly millions) are
+/// read per login through a cache, never listed. When the view or a live user's placement changes, the
+/// sessions that now belong elsewhere are kicked, spread over a short window. While Consul is unreachable the
+/// last view keeps serving and no live session is dropped because of it.
+/// </summary>
+internal sealed class ConsulDirectory : BackgroundService, IBackendDirectory
+{
+    /// <summary>Successive queries of one watch are at least this far apart, whatever Consul answers.</summary>
+    private static readonly TimeSpan s_minQueryInterval = TimeSpan.FromMilliseconds(100);
+
+    private readonly ConsulClient _client;
+    private readonly ConsulOptions _consul;
+    private readonly DirectoryOptions _options;
+    private readonly SessionRegistry _sessions;
+    private readonly TimeProvider _timeProvider;
+    private readonly ILogger<ConsulDirectory> _logger;
+    private readonly PlacementCache _placements;
+    private readonly SuspectList _suspects;
+    private readonly Lock _viewLock = new();
+    private readonly Channel<List<(LiveSession Session, string Reason)>> _kicks =
+        Channel.CreateUnbounded<List<(LiveSession Session, string Reason)>>(new UnboundedChannelOptions { SingleReader = true });
+
+    private volatile DirectoryView _view = DirectoryView.Empty;
+    private volatile Dictionary<string, string> _overrides = new Dictionary<string, string>(StringComparer.Ordinal);
+    private List<ConsulServiceEntry>? _instances;
+    private Dictionary<string, (BackendState State, double? Weight)> _states = new(StringComparer.Ordinal);
+    private long _lastSuccessTicks;
+    private volatile string? _failing;
+
+    public ConsulDirectory(
+        ConsulClient client,
+        IOptions<ImapProxyOptions> options,
+        SessionRegistry sessions,
+        TimeProvider timeProvider,
+        ILogger<ConsulDirectory> logger)
+    {
+        _client = client;
+        _consul = options.Value.Consul;
+        _options = options.Value.Directory;
+        _sessions = sessions;
+        _timeProvider = timeProvider;
+        _logger = logger;
+        _placements = new PlacementCache(_options.PlacementCacheTtl, _options.NegativeCacheTtl, _options.PlacementCacheSize, timeProvider);
+        _suspects = new SuspectList(_options.SuspectDuration, timeProvider);
+    }
+
+    public bool HasView => _instances is not null;
+
+    public DirectoryView View => _view;
+
+    /// <summary>Seconds since a watch last succeeded (the view's age).</summary>
+    public double ViewAgeSeconds => _lastSuccessTicks == 0 ? double.PositiveInfinity : _timeProvider.GetElapsedTime(Interlocked.Read(ref _lastSuccessTicks)).TotalSeconds;
+
+    public string? Degraded
+    {
+        get
+        {
+            if (_failing is { } failing)
+            {
+                return $"Consul unreachable ({failing}); serving the last view, {ViewAgeSeconds:F0}s old";
+            }
+
+            return ViewAgeSeconds > _consul.StaleAfter.TotalSeconds ? $"Consul view is {ViewAgeSeconds:F0}s old" : null;
+        }
+    }
+
+    public void MarkSuspect(string backendId) => _suspects.Mark(backendId);
+
+    public async ValueTask<DirectoryResult> FindBackendAsync(string user, CancellationToken cancellationToken)
+    {
+        var view = _view;
+        if (_overrides.TryGetValue(user, out var overridden))
+        {
+            return Resolve(view, overridden);
+        }
+
+        string? placed;
+        if (_placements.TryGet(user, out var cached, out var fresh) && fresh)
+        {
+            placed = cached.BackendId;
+        }
+        else
+        {
+            try
+            {
+                placed = await ReadPlacementAsync(user, cancellationToken);
+                _placements.Set(user, placed);
+            }
+            catch (ConsulException ex)
+            {
+                Log.PlacementLookupFailed(_logger, UserNames.ForLog(user), ex.Message);
+                if (_placements.TryGet(user, out cached, out _))
+                {
+                    // An expired placement beats a guess while Consul is away.
+                    placed = cached.BackendId;
+                }
+                else if (_options.PlacementRequired)
+                {
+                    return new DirectoryResult(null, DirectorySource.Placement, "Consul unreachable and no cached placement");
+                }
+                else
+                {
+                    placed = null;
+                }
+            }
+        }
+
+        if (placed is not null)
+        {
+            return Resolve(view, placed);
+        }
+
+        if (_options.PlacementRequired)
+        {
+            return new DirectoryResult(null, DirectorySource.Placement, "user has no placement");
+        }
+
+        var backend = view.Hash(user, _suspects.IsSuspect);
+        return new DirectoryResult(backend, DirectorySource.Hash, backend is null ? "no healthy active backend" : null);
+    }
+
+    /// <summary>Where the user would go now, from memory only (overrides, cached placement, hash).</summary>
+    internal BackendEndpoint? Expected(string user, DirectoryView view)
+    {
+        if (_overrides.TryGetValue(user, out var overridden))
+        {
+            return Resolve(view, overridden).Backend;
+        }
+
+        if (_placements.TryGet(user, out var cached, out _) && cached.BackendId is not null)
+        {
+            return Resolve(view, cached.BackendId).Backend;
+        }
+
+        return _options.PlacementRequired ? null : view.Hash(user, _ => false);
+    }
+
+    protected override Task ExecuteAsync(CancellationToken stoppingToken) => Task.WhenAll(
+        WatchAsync("health", (index, ct) => _client.HealthServiceAsync(_consul.ServiceName, index, ct), OnInstances, stoppingToken),
+        WatchAsync("backend states", (index, ct) => _client.ListAsync($"{_consul.KeyPrefix}/backends/", index, ct), OnStates, stoppingToken),
+        WatchAsync("overrides", (index, ct) => _client.ListAsync($"{_consul.KeyPrefix}/overrides/", index, ct), OnOverrides, stoppingToken),
+        RefreshPlacementsAsync(stoppingToken),
+        KickAsync(stoppingToken));
+
+    private static DirectoryResult Resolve(DirectoryView view, string backendId)
+    {
+        if (!view.ById.TryGetValue(backendId, out var status))
+        {
+            return new DirectoryResult(null, DirectorySource.Placement, $"placement target '{backendId}' is not a known backend");
+        }
+
+        if (status.State == BackendState.Disabled)
+        {
+            return new DirectoryResult(null, DirectorySource.Placement, $"placement target '{backendId}' is disabled");
+        }
+
+        if (!status.Healthy)
+        {
+            return new DirectoryResult(null, DirectorySource.Placement, $"placement target '{backendId}' is not healthy");
+        }
+
+        // A draining backend takes no new users by hashing, but a user placed there has nowhere else to go.
+        return new DirectoryResult(status.Endpoint, DirectorySource.Placement);
+    }
+
+    private async Task<string?> ReadPlacementAsync(string user, CancellationToken cancellationToken)
+    {
+        var result = await _client.GetValueAsync(_client.Key("users", user), cancellationToken);
+        var id = result.Value is null ? null : Encoding.UTF8.GetString(result.Value).Trim();
+        return string.IsNullOrEmpty(id) ? null : id;
+    }
+
+    /// <summary>
+    /// One blocking-query loop: index rules of the Consul docs, a floor between queries, jittered exponential
+    /// backoff on errors. The last good result keeps serving while it fails.
+    /// </summary>
+    private async Task WatchAsync<T>(string name, Func<ulong, CancellationToken, Task<ConsulResult<T>>> query, Action<T> apply, CancellationToken stoppingToken)
+    {
+        ulong index = 0;
+        var retryDelay = _consul.RetryDelay;
+        while (!stoppingToken.IsCancellationRequested)
+        {
+            var started = _timeProvider.GetTimestamp();
+            try
+            {
+                var result = await query(index, stoppingToken);
+                if (BlockingIndex.Changed(index, result.Index))
+                {
+                    apply(result.Value);
+                }
+
+                index = BlockingIndex.Next(index, result.Index);
+                Interlocked.Exchange(ref _lastSuccessTicks, _timeProvider.GetTimestamp());
+                if (_failing is not null)
+                {
+                    _failing = null;
+                    Log.ConsulRecovered(_logger, name);
+                }
+
+                retryDelay = _consul.RetryDelay;
+                var elapsed = _timeProvider.GetElapsedTime(started);
+                if (elapsed < s_minQueryInterval)
+                {
+                    await Task.Delay(s_minQueryInterval - elapsed, _timeProvider, stoppingToken);
+                }
+            }
+            catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (Exception ex) when (ex is ConsulException or JsonException or FormatException)
+            {
+                _failing = ex.Message;
+                Log.ConsulWatchFailed(_logger, name, ex.Message, retryDelay.TotalSeconds);
+                // Full jitter between half and the whole delay, so replicas do not retry in step.
+                var delay = retryDelay * (0.5 + (Random.Shared.NextDouble() / 2));
+                retryDelay = TimeSpan.FromTicks(Math.Min(retryDelay.Ticks * 2, _consul.MaxRetryDelay.Ticks));
+                try
+                {
+                    await Task.Delay(delay, _timeProvider, stoppingToken);
+                }
+                catch (OperationCanceledException)
+                {
+                    return;
+                }
+            }
+        }
+    }
+
+    private void OnInstances(List<ConsulServiceEntry> instances)
+    {
+        lock (_viewLock)
+        {
+            _instances = instances;
+            RebuildView();
+        }
+    }
+
+    private void OnStates(List<ConsulKvEntry> entries)
+    {
+        var states = new Dictionary<string, (BackendState, double?)>(StringComparer.Ordinal);
+        var prefix = $"{_consul.KeyPrefix}/backends/";
+        foreach (var entry in entries)
+        {
+            var id = entry.Key.StartsWith(prefix, StringComparison.Ordinal) ? entry.Key[prefix.Length..] : entry.Key;
+            if (id.Length == 0)
+            {
+                continue;
+            }
+
+            if (TryParseState(entry.DecodeValue(), out var state, out var weight))
+            {
+                states[id] = (state, weight);
+            }
+            else
+            {
+                Log.BadBackendState(_logger, id);
+            }
+        }
+
+        lock (_viewLock)
+        {
+            _states = states;
+            RebuildView();
+        }
+    }
+
+    private void OnOverrides(List<ConsulKvEntry> entries)
+    {
+        var prefix = $"{_consul.KeyPrefix}/overrides/";
+        var overrides = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var entry in entries)
+        {
+            var user = entry.Key.StartsWith(prefix, StringComparison.Ordinal) ? entry.Key[prefix.Length..] : "";
+            var backend = Encoding.UTF8.GetString(entry.DecodeValue()).Trim();
+            if (user.Length > 0 && backend.Length > 0)
+            {
+                overrides[user] = backend;
+            }
+        }
+
+        _overrides = overrides;
+        Reconcile(_sessions.Snapshot());
+    }
+
+    /// <summary>State values: JSON {"state":"draining","weight":50} or plain "draining".</summary>
+    internal static bool TryParseState(byte[] value, out BackendState state, out double? weight)
+    {
+        state = BackendState.Active;
+        weight = null;
+        var text = Encoding.UTF8.GetString(value).Trim();
+        if (text.Length == 0)
+        {
+            return true;
+        }
+
+        string? stateText = text;
+        if (text.StartsWith('{'))
+        {
+            try
+            {
+                using var document = JsonDocument.Parse(text);
+                stateText = document.RootElement.TryGetProperty("state", out var s) ? s.GetString() : null;
+                if (document.RootElement.TryGetProperty("weight", out var w) && w.TryGetDouble(out var parsed) && parsed > 0)
+                {
+                    weight = parsed;
+                }
+            }
+            catch (JsonException)
+            {
+                return false;
+            }
+        }
+
+        if (stateText is null)
+        {
+            return true;
+        }
+
+        return Enum.TryParse(stateText, ignoreCase: true, out state) && Enum.IsDefined(state);
+    }
+
+    private void RebuildView()
+    {
+        if (_instances is null)
+        {
+            return;
+        }
+
+        var backends = new List<BackendStatus>(_instances.Count);
+        foreach (var instance in _instances)
+        {
+            var service = instance.Service;
+            if (string.IsNullOrEmpty(service.ID))
+            {
+                continue;
+            }
+
+            var meta = service.Meta ?? [];
+            _states.TryGetValue(service.ID, out var configured);
+            var weight = configured.Weight ?? (meta.TryGetValue("weight", out var w) && double.TryParse(w, NumberStyles.Float, CultureInfo.InvariantCulture, out var mw) && mw > 0 ? mw : 100);
+            var endpoint = new BackendEndpoint(
+                service.ID,
+                string.IsNullOrEmpty(service.Address) ? instance.Node.Address : service.Address,
+                service.Port,
+                weight,
+                meta.TryGetValue("tls", out var tls) && Enum.TryParse<BackendTls>(tls, ignoreCase: true, out var parsedTls) ? parsedTls : BackendTls.None,
+                meta.GetValueOrDefault("tls_server_name"),
+                meta.TryGetValue("proxy_protocol", out var pp) && bool.TryParse(pp, out var usesProxy) && usesProxy,
+                meta.TryGetValue("authentication", out var auth) && Enum.TryParse<BackendAuthentication>(auth, ignoreCase: true, out var parsedAuth) ? parsedAuth : BackendAuthentication.Auto);
+            var healthy = instance.Checks.All(c => string.Equals(c.Status, "passing", StringComparison.OrdinalIgnoreCase));
+            backends.Add(new BackendStatus(endpoint, healthy, configured == default ? BackendState.Active : configured.State));
+        }
+
+        var view = new DirectoryView(backends, _timeProvider.GetUtcNow());
+        var previous = _view;
+        _view = view;
+        if (!SameView(previous, view))
+        {
+            Log.DirectoryViewChanged(_logger, view.ById.Count, view.Candidates.Count, string.Join(",", view.Candidates.Select(c => c.Id)));
+            Reconcile(_sessions.Snapshot());
+        }
+    }
+
+    private static bool SameView(DirectoryView a, DirectoryView b) =>
+        a.ById.Count == b.ById.Count && a.ById.All(kv => b.ById.TryGetValue(kv.Key, out var other) &&
+            other.Healthy == kv.Value.Healthy && other.State == kv.Value.State &&
+            other.Endpoint.Weight == kv.Value.Endpoint.Weight && other.Endpoint.Host == kv.Value.Endpoint.Host &&
+            other.Endpoint.Port == kv.Value.Endpoint.Port);
+
+    /// <summary>Kicks the live sessions that the current view and placements put elsewhere.</summary>
+    internal void Reconcile(IEnumerable<LiveSession> sessions)
+    {
+        var view = _view;
+        var kicks = new List<(LiveSession Session, string Reason)>();
+        foreach (var session in sessions)
+        {
+            var reason = Decide(session, view);
+            if (reason is not null)
+            {
+                kicks.Add((session, reason));
+            }
+        }
+
+        if (kicks.Count > 0)
+        {
+            _kicks.Writer.TryWrite(kicks);
+        }
+    }
+
+    private string? Decide(LiveSession session, DirectoryView view)
+    {
+        if (!view.ById.TryGetValue(session.Backend.Id, out var current))
+        {
+            return "backend removed";
+        }
+
+        if (current.State == BackendState.Disabled)
+        {
+            return "backend disabled";
+        }
+
+        if (!current.Healthy)
+        {
+            return "backend unhealthy";
+        }
+
+        var expected = Expected(session.User, view);
+        if (expected is null || expected.Id == session.Backend.Id)
+        {
+            return null;
+        }
+
+        // Draining keeps its live sessions, even of users who now hash elsewhere.
+        return current.State == BackendState.Draining && session.Source == DirectorySource.Hash ? null : "moved";
+    }
+
+    /// <summary>
+    /// Carries out kicks at random moments within the spread window, so that the reconnects of thousands of
+    /// clients do not arrive as one storm. One loop, fed by <see cref="Reconcile"/>.
+    /// </summary>
+    private async Task KickAsync(CancellationToken stoppingToken)
+    {
+        try
+        {
+            await foreach (var kicks in _kicks.Reader.ReadAllAsync(stoppingToken))
+            {
+                var schedule = kicks.Select(k => (Delay: _options.KickSpread * Random.Shared.NextDouble(), k.Session, k.Reason)).OrderBy(k => k.Delay).ToArray();
+                var elapsed = TimeSpan.Zero;
+                foreach (var (delay, session, reason) in schedule)
+                {
+                    if (delay > elapsed)
+                    {
+                        await Task.Delay(delay - elapsed, _timeProvider, stoppingToken);
+                        elapsed = delay;
+                    }
+
+                    if (session.Kick(reason))
+                    {
+                        Log.SessionKicked(_logger, UserNames.ForLog(session.User), session.Backend.Id, reason);
+                    }
+                }
+            }
+        }
+        catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+        {
+            // Shutting down: the sessions end with the host.
+        }
+    }
+
+    /// <summary>
+    /// Placements of users with live sessions are re-read periodically (rate-limited), because the users/
+    /// prefix is too large to watch: a changed placement moves the user's sessions within one interval.
+    /// </summary>
+    private async Task RefreshPlacementsAsync(CancellationToken stoppingToken)
+    {
+        var pause = TimeSpan.FromSeconds(1.0 / _options.PlacementRefreshRate);
+        while (!stoppingToken.IsCancellationRequested)
+        {
+            try
+            {
+                await Task.Delay(_options.PlacementRefreshInterval, _timeProvider, stoppingToken);
+                var live = _sessions.Snapshot();
+                foreach (var user in live.Select(s => s.User).Distinct(StringComparer.Ordinal))
+                {
+                    _placements.TryGet(user, out var before, out _);
+                    string? now;
+                    try
+                    {
+                        now = await ReadPlacementAsync(user, stoppingToken);
+                    }
+                    catch (ConsulException)
+                    {
+                        // Consul away: keep everything as it is (never drop sessions because of Consul).
+                        break;
+                    }
+
+                    _placements.Set(user, now);
+                    if (!string.Equals(before.BackendId, now, StringComparison.Ordinal))
+                    {
+                        Reconcile(live.Where(s => s.User == user));
+                    }
+
+                    await Task.Delay(pause, _timeProvider, stoppingToken);
+                }
+            }
+            catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+            {
+                return;
+            }
+        }
+    }
+}
