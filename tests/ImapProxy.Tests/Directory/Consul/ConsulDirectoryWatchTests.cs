@@ -1,0 +1,116 @@
+using System.Net;
+using System.Web;
+using ImapProxy.Configuration;
+using ImapProxy.Connections;
+using ImapProxy.Directory.Consul;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Options;
+using Xunit;
+
+namespace ImapProxy.Tests.Directory.Consul;
+
+/// <summary>The health watch over recorded Consul answers: index rules, errors and recovery.</summary>
+public sealed class ConsulDirectoryWatchTests : IAsyncLifetime
+{
+    private const string HealthPath = "/v1/health/service/imap-backend";
+    private readonly RecordedConsulHandlerFake _consul = new();
+    private readonly CancellationTokenSource _stop = new(TimeSpan.FromSeconds(60));
+    private ConsulDirectory _directory = null!;
+
+    private static string Instances(params (string Id, int Port, string Status)[] instances) =>
+        "[" + string.Join(",", instances.Select(i =>
+            $$$"""{"Node":{"Node":"n1","Address":"127.0.0.1"},"Service":{"ID":"{{{i.Id}}}","Service":"imap-backend","Address":"127.0.0.1","Port":{{{i.Port}}},"Meta":{"weight":"100"}},"Checks":[{"CheckID":"serfHealth","Status":"passing"},{"CheckID":"tcp","Status":"{{{i.Status}}}"}]}""")) + "]";
+
+    public Task InitializeAsync()
+    {
+        var options = Options.Create(new ImapProxyOptions
+        {
+            Consul = new ConsulOptions
+            {
+                Enabled = true,
+                Addresses = ["http://127.0.0.1:1"],
+                RetryDelay = TimeSpan.FromMilliseconds(20),
+                MaxRetryDelay = TimeSpan.FromMilliseconds(50),
+            },
+        });
+        var client = new ConsulClient(new HttpClient(_consul), options);
+        _directory = new ConsulDirectory(client, options, new SessionRegistry(), TimeProvider.System, NullLogger<ConsulDirectory>.Instance);
+        return Task.CompletedTask;
+    }
+
+    public async Task DisposeAsync()
+    {
+        await _stop.CancelAsync();
+        await _directory.StopAsync(CancellationToken.None);
+        _directory.Dispose();
+        _stop.Dispose();
+    }
+
+    private async Task<string?> NextHealthIndexAsync()
+    {
+        while (true)
+        {
+            var uri = await _consul.Requests.Reader.ReadAsync(_stop.Token);
+            if (uri.AbsolutePath == HealthPath)
+            {
+                return HttpUtility.ParseQueryString(uri.Query)["index"];
+            }
+        }
+    }
+
+    [Fact]
+    public async Task HealthWatch_FollowsIndexRules_AndKeepsTheLastViewThroughErrors()
+    {
+        _consul.Enqueue(HealthPath, HttpStatusCode.OK, Instances(("b1", 1001, "passing"), ("b2", 1002, "passing")), 10);
+        _consul.Enqueue(HealthPath, HttpStatusCode.OK, Instances(("b1", 1001, "passing"), ("b2", 1002, "critical")), 12);
+        _consul.Enqueue(HealthPath, HttpStatusCode.OK, Instances(("b1", 1001, "passing"), ("b2", 1002, "critical")), 5);
+        _consul.Enqueue(HealthPath, HttpStatusCode.InternalServerError, "rpc error", 0);
+        _consul.Enqueue(HealthPath, HttpStatusCode.OK, Instances(("b1", 1001, "passing"), ("b2", 1002, "passing"), ("b3", 1003, "passing")), 20);
+
+        await _directory.StartAsync(_stop.Token);
+
+        Assert.Null(await NextHealthIndexAsync()); // first read: not blocking
+        Assert.Equal("10", await NextHealthIndexAsync());
+        Assert.Equal("12", await NextHealthIndexAsync());
+        // The index went backwards (12 -> 5): start over without blocking.
+        Assert.Null(await NextHealthIndexAsync());
+        // After the 500 the same (non-blocking) query is retried; the last view kept serving meanwhile.
+        Assert.Equal(["b1"], _directory.View.Candidates.Select(c => c.Id));
+        Assert.NotNull(_directory.Degraded);
+        Assert.Null(await NextHealthIndexAsync());
+        Assert.Equal("20", await NextHealthIndexAsync());
+
+        Assert.Equal(["b1", "b2", "b3"], _directory.View.Candidates.Select(c => c.Id));
+        Assert.Null(_directory.Degraded);
+        Assert.True(_directory.HasView);
+    }
+
+    [Theory]
+    [InlineData("", BackendStateExpectation.Active, null)]
+    [InlineData("draining", BackendStateExpectation.Draining, null)]
+    [InlineData("DISABLED", BackendStateExpectation.Disabled, null)]
+    [InlineData("{\"state\":\"draining\",\"weight\":50}", BackendStateExpectation.Draining, 50d)]
+    [InlineData("{\"weight\":300}", BackendStateExpectation.Active, 300d)]
+    public void TryParseState_AcceptsPlainAndJson(string value, BackendStateExpectation expected, double? weight)
+    {
+        Assert.True(ConsulDirectory.TryParseState(System.Text.Encoding.UTF8.GetBytes(value), out var state, out var parsedWeight));
+        Assert.Equal(expected.ToString(), state.ToString());
+        Assert.Equal(weight, parsedWeight);
+    }
+
+    [Theory]
+    [InlineData("sleeping")]
+    [InlineData("{\"state\":")]
+    [InlineData("42")]
+    public void TryParseState_RejectsNonsense(string value)
+    {
+        Assert.False(ConsulDirectory.TryParseState(System.Text.Encoding.UTF8.GetBytes(value), out _, out _));
+    }
+
+    public enum BackendStateExpectation
+    {
+        Active,
+        Draining,
+        Disabled,
+    }
+}
