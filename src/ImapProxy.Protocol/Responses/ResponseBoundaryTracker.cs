@@ -4,20 +4,26 @@ namespace ImapProxy.Protocol.Responses;
 /// Follows a server's response stream just enough to know whether it stands between two response lines: it
 /// finds line ends and skips the octets of literals ("{n}" at a line end). Only then may the proxy insert a
 /// line of its own ("* BYE") without corrupting a response in flight. Literal bodies are skipped, not scanned,
-/// so a large FETCH costs almost nothing.
+/// so a large FETCH costs almost nothing. It also notes whether the server said "* BYE" (it meant to close).
 /// </summary>
 public sealed class ResponseBoundaryTracker
 {
-    // The digits of a literal marker seen at the end of the current line so far (enough for any real size).
+    // The end of the current line is kept to find a literal marker ("{n}" or "{n+}"); enough for any real size.
     private const int MaxMarker = 24;
 
-    private long _literalRemaining;
     private readonly byte[] _tail = new byte[MaxMarker];
+    private readonly byte[] _head = new byte[6];
+    private long _literalRemaining;
     private int _tailLength;
+    private int _headLength;
     private bool _atLineStart = true;
+    private bool _inFirstLine = true;
 
     /// <summary>True when everything seen so far ends with a complete response line.</summary>
     public bool AtLineStart => _atLineStart && _literalRemaining == 0;
+
+    /// <summary>The server said "* BYE": it meant to close (logout, shutdown), it did not just die.</summary>
+    public bool SawBye { get; private set; }
 
     public void Advance(ReadOnlySpan<byte> data)
     {
@@ -28,20 +34,23 @@ public sealed class ResponseBoundaryTracker
                 var skip = (int)Math.Min(_literalRemaining, data.Length);
                 _literalRemaining -= skip;
                 data = data[skip..];
-                // A literal never ends a line: its response continues after it.
-                _atLineStart = false;
                 continue;
             }
 
             var lf = data.IndexOf(ImapBytes.Lf);
+            var part = lf < 0 ? data : data[..lf];
+            if (_inFirstLine)
+            {
+                RememberHead(part);
+            }
+
+            Remember(part);
             if (lf < 0)
             {
-                Remember(data);
                 _atLineStart = false;
                 return;
             }
 
-            Remember(data[..lf]);
             data = data[(lf + 1)..];
             var line = _tail.AsSpan(0, _tailLength);
             if (!line.IsEmpty && line[^1] == ImapBytes.Cr)
@@ -49,17 +58,37 @@ public sealed class ResponseBoundaryTracker
                 line = line[..^1];
             }
 
+            _tailLength = 0;
             if (Parsing.ImapCommandParser.TryGetTrailingLiteral(line, out var length, out _))
             {
+                // The response goes on after the literal: not a boundary, not a new response.
                 _literalRemaining = length;
                 _atLineStart = false;
+                _inFirstLine = false;
             }
             else
             {
                 _atLineStart = true;
+                _inFirstLine = true;
+                _headLength = 0;
             }
+        }
+    }
 
-            _tailLength = 0;
+    /// <summary>Collects the first bytes of a response's first line to spot "* BYE ".</summary>
+    private void RememberHead(ReadOnlySpan<byte> bytes)
+    {
+        if (_headLength == _head.Length)
+        {
+            return;
+        }
+
+        var take = Math.Min(bytes.Length, _head.Length - _headLength);
+        bytes[..take].CopyTo(_head.AsSpan(_headLength));
+        _headLength += take;
+        if (_headLength == _head.Length && _head.AsSpan().SequenceEqual("* BYE "u8))
+        {
+            SawBye = true;
         }
     }
 

@@ -91,6 +91,13 @@ internal sealed class ClientSession
                     await TryWriteByeAsync(live.KickReason is null ? "Server shutting down." : "Session moved, please reconnect.");
                 }
 
+                if (splice.Outcome is SpliceOutcome.BackendClosed or SpliceOutcome.BackendError && !splice.BackendSaidBye)
+                {
+                    // The backend died under the session: when it carried thousands, their clients must not all
+                    // reconnect in the same instant. Hold this close for a random moment of the spread window.
+                    await Task.Delay(_services.Options.Directory.KickSpread * Random.Shared.NextDouble(), _services.TimeProvider);
+                }
+
                 _reason = splice.Outcome switch
                 {
                     SpliceOutcome.Cancelled => live.KickReason is { } kick ? "kicked: " + kick : "shutdown",

@@ -38,6 +38,8 @@ internal sealed class SuspectList(TimeSpan duration, TimeProvider timeProvider)
 
     public void Mark(string backendId) => _until[backendId] = timeProvider.GetUtcNow() + duration;
 
+    public void Clear(string backendId) => _until.TryRemove(backendId, out _);
+
     public bool IsSuspect(string backendId)
     {
         if (!_until.TryGetValue(backendId, out var until))

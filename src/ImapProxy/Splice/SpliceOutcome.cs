@@ -13,6 +13,7 @@ public enum SpliceOutcome
 
 /// <summary>
 /// The end of a splice with the bytes each way. <see cref="AtResponseBoundary"/> says whether the client was
-/// left between two response lines, where the proxy may still say "* BYE" without corrupting anything.
+/// left between two response lines, where the proxy may still say "* BYE" without corrupting anything;
+/// <see cref="BackendSaidBye"/> whether the backend announced its close (a logout) or just went away.
 /// </summary>
-public readonly record struct SpliceResult(SpliceOutcome Outcome, long BytesFromClient, long BytesFromBackend, bool AtResponseBoundary);
+public readonly record struct SpliceResult(SpliceOutcome Outcome, long BytesFromClient, long BytesFromBackend, bool AtResponseBoundary, bool BackendSaidBye);

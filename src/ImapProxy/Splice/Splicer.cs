@@ -31,7 +31,7 @@ internal static class Splicer
         var outcome = cancellationToken.IsCancellationRequested
             ? SpliceOutcome.Cancelled
             : first == upstream ? results[0] : results[1];
-        return new SpliceResult(outcome, counters.FromClient, counters.FromBackend, boundary.AtLineStart);
+        return new SpliceResult(outcome, counters.FromClient, counters.FromBackend, boundary.AtLineStart, boundary.SawBye);
     }
 
     private static async Task<SpliceOutcome> ClientToBackendAsync(PipeReader input, Stream backend, Counters counters, CancellationToken cancellationToken)

@@ -66,4 +66,7 @@ internal static partial class Log
 
     [LoggerMessage(36, LogLevel.Information, "Backend {Backend} refused the connection; suspected for a while, retrying {User} elsewhere")]
     public static partial void BackendSuspected(ILogger logger, string backend, string user);
+
+    [LoggerMessage(37, LogLevel.Warning, "Consul lists no instance of service {Service}; keeping the last view (a deliberate removal of every backend must disable them first)")]
+    public static partial void EmptyCatalogIgnored(ILogger logger, string service);
 }

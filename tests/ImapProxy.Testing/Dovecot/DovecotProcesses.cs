@@ -72,6 +72,12 @@ internal static class DovecotProcesses
 
         // The command name (field 2) may hold spaces and parentheses: count fields after the last ')'.
         var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+        if (fields[0] is "Z" or "X")
+        {
+            // A zombie (killed, not yet reaped) keeps its pid and start time but is dead.
+            return null;
+        }
+
         const int StartTimeIndex = 22 - 3;
         return fields.Length > StartTimeIndex && long.TryParse(fields[StartTimeIndex], NumberStyles.None, CultureInfo.InvariantCulture, out var ticks)
             ? ticks

@@ -12,6 +12,7 @@ public sealed class CapturingLoggerProvider : ILoggerProvider
     private readonly ConcurrentQueue<string> _lines = new();
     private readonly Lock _waitersLock = new();
     private readonly List<(Func<string, bool> Predicate, TaskCompletionSource<string> Done)> _waiters = [];
+    private int _count;
 
     public IReadOnlyCollection<string> Lines => _lines;
 
@@ -19,8 +20,13 @@ public sealed class CapturingLoggerProvider : ILoggerProvider
 
     public ILogger CreateLogger(string categoryName) => new CapturingLogger(this, categoryName);
 
-    /// <summary>Completes with the first line (already logged or logged later) that matches.</summary>
-    public async Task<string> WaitForAsync(Func<string, bool> predicate, TimeSpan timeout)
+    public int Count => Volatile.Read(ref _count);
+
+    /// <summary>
+    /// Completes with the first matching line, ignoring the first <paramref name="skip"/> lines (pass
+    /// <see cref="Count"/> taken earlier to wait for a line logged after that moment).
+    /// </summary>
+    public async Task<string> WaitForAsync(Func<string, bool> predicate, TimeSpan timeout, int skip = 0)
     {
         ArgumentNullException.ThrowIfNull(predicate);
         var done = new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -30,7 +36,7 @@ public sealed class CapturingLoggerProvider : ILoggerProvider
         }
 
         // Lines logged before the waiter was registered.
-        foreach (var line in _lines)
+        foreach (var line in _lines.Skip(skip))
         {
             if (predicate(line))
             {
@@ -62,9 +68,11 @@ public sealed class CapturingLoggerProvider : ILoggerProvider
 
     private void Add(string line)
     {
-        _lines.Enqueue(line);
         lock (_waitersLock)
         {
+            // Under the lock, so Count and the waiters see the same order of lines.
+            _lines.Enqueue(line);
+            _count++;
             foreach (var (predicate, done) in _waiters)
             {
                 if (predicate(line))

@@ -136,20 +136,23 @@ internal sealed class ConsulDirectory : BackgroundService, IBackendDirectory
         return new DirectoryResult(backend, DirectorySource.Hash, backend is null ? "no healthy active backend" : null);
     }
 
-    /// <summary>Where the user would go now, from memory only (overrides, cached placement, hash).</summary>
-    internal BackendEndpoint? Expected(string user, DirectoryView view)
+    /// <summary>
+    /// Where the user would go now, from memory only (overrides, cached placement, hash), and whether that is
+    /// an explicit placement.
+    /// </summary>
+    internal (BackendEndpoint? Backend, bool Placed) Expected(string user, DirectoryView view)
     {
         if (_overrides.TryGetValue(user, out var overridden))
         {
-            return Resolve(view, overridden).Backend;
+            return (Resolve(view, overridden).Backend, true);
         }
 
         if (_placements.TryGet(user, out var cached, out _) && cached.BackendId is not null)
         {
-            return Resolve(view, cached.BackendId).Backend;
+            return (Resolve(view, cached.BackendId).Backend, true);
         }
 
-        return _options.PlacementRequired ? null : view.Hash(user, _ => false);
+        return (_options.PlacementRequired ? null : view.Hash(user, _ => false), false);
     }
 
     protected override Task ExecuteAsync(CancellationToken stoppingToken) => Task.WhenAll(
@@ -246,6 +249,15 @@ internal sealed class ConsulDirectory : BackgroundService, IBackendDirectory
 
     private void OnInstances(List<ConsulServiceEntry> instances)
     {
+        if (instances.Count == 0 && _instances is { Count: > 0 })
+        {
+            // A catalog that suddenly lists nothing is far more likely a Consul that lost its state, or an ACL
+            // token that lost its rights, than every backend deregistering at once: keep serving (and keep the
+            // live sessions) with the last view.
+            Log.EmptyCatalogIgnored(_logger, _consul.ServiceName);
+            return;
+        }
+
         lock (_viewLock)
         {
             _instances = instances;
@@ -371,6 +383,15 @@ internal sealed class ConsulDirectory : BackgroundService, IBackendDirectory
 
         var view = new DirectoryView(backends, _timeProvider.GetUtcNow());
         var previous = _view;
+        foreach (var backend in view.ById.Values)
+        {
+            if (backend.Healthy && previous.ById.TryGetValue(backend.Endpoint.Id, out var before) && !before.Healthy)
+            {
+                // Consul saw it fail and now pass again: that clears a local suspicion at once.
+                _suspects.Clear(backend.Endpoint.Id);
+            }
+        }
+
         _view = view;
         if (!SameView(previous, view))
         {
@@ -405,11 +426,18 @@ internal sealed class ConsulDirectory : BackgroundService, IBackendDirectory
         }
     }
 
+    /// <summary>
+    /// Whether a live session must end, and why. Only deliberate changes move sessions: a disabled backend, a
+    /// changed placement or override, or a hash that now prefers another backend while the session's own backend
+    /// is healthy and active (a backend joined or came back, a weight changed). Health alone never kicks: a dead
+    /// backend's sessions end by themselves, and a Consul that restarts (checks start critical, services
+    /// re-register one by one) must not disconnect anybody.
+    /// </summary>
     private string? Decide(LiveSession session, DirectoryView view)
     {
         if (!view.ById.TryGetValue(session.Backend.Id, out var current))
         {
-            return "backend removed";
+            return null;
         }
 
         if (current.State == BackendState.Disabled)
@@ -417,19 +445,13 @@ internal sealed class ConsulDirectory : BackgroundService, IBackendDirectory
             return "backend disabled";
         }
 
-        if (!current.Healthy)
-        {
-            return "backend unhealthy";
-        }
-
-        var expected = Expected(session.User, view);
+        var (expected, placed) = Expected(session.User, view);
         if (expected is null || expected.Id == session.Backend.Id)
         {
             return null;
         }
 
-        // Draining keeps its live sessions, even of users who now hash elsewhere.
-        return current.State == BackendState.Draining && session.Source == DirectorySource.Hash ? null : "moved";
+        return placed || current.IsCandidate ? "moved" : null;
     }
 
     /// <summary>

@@ -1,0 +1,215 @@
+using System.Diagnostics;
+using System.Globalization;
+
+namespace ImapProxy.Testing.Consul;
+
+/// <summary>
+/// The directories of all test agents and the removal of agents left running by test processes that died.
+/// An agent's command line holds its own directory (<c>-data-dir DIR/data</c>), which identifies it in /proc.
+/// </summary>
+internal static class ConsulProcesses
+{
+    private const string OwnerFileName = "owner";
+
+    private static readonly SemaphoreSlim s_gate = new(1, 1);
+    private static bool s_prepared;
+
+    /// <summary>Every agent's directory lives under this root.</summary>
+    public static string RootDirectory { get; } = ChooseRoot();
+
+    /// <summary>Creates the root and, once per process, kills and removes the agents of dead test processes.</summary>
+    public static async Task PrepareAsync(CancellationToken cancellationToken)
+    {
+        if (Volatile.Read(ref s_prepared))
+        {
+            return;
+        }
+
+        await s_gate.WaitAsync(cancellationToken);
+        try
+        {
+            if (s_prepared)
+            {
+                return;
+            }
+
+            System.IO.Directory.CreateDirectory(RootDirectory);
+            await RemoveOrphanedAgentsAsync();
+            Volatile.Write(ref s_prepared, true);
+        }
+        finally
+        {
+            s_gate.Release();
+        }
+    }
+
+    /// <summary>Records which process owns an agent directory, so a later run can tell it was orphaned.</summary>
+    public static void WriteOwner(string agentDirectory)
+    {
+        var pid = Environment.ProcessId;
+        var startTime = ReadStartTime(pid) ?? 0;
+        File.WriteAllText(Path.Combine(agentDirectory, OwnerFileName), string.Create(CultureInfo.InvariantCulture, $"{pid} {startTime}\n"));
+    }
+
+    /// <summary>Kills every consul process whose command line mentions the agent directory; waits (bounded) until none is left.</summary>
+    public static async Task KillAllAsync(string agentDirectory, TimeSpan timeout)
+    {
+        var marker = agentDirectory.TrimEnd('/') + "/";
+        var start = Stopwatch.GetTimestamp();
+        while (true)
+        {
+            var pids = Find(marker);
+            if (pids.Count == 0)
+            {
+                return;
+            }
+
+            if (Stopwatch.GetElapsedTime(start) > timeout)
+            {
+                throw new TimeoutException($"Consul agent {agentDirectory} still has processes {string.Join(", ", pids)} after {timeout}.");
+            }
+
+            foreach (var pid in pids)
+            {
+                Kill(pid);
+            }
+
+            await Task.Delay(50);
+        }
+    }
+
+    private static string ChooseRoot()
+    {
+        var temp = Path.GetTempPath();
+        if (temp.Length > 40 || temp.Any(char.IsWhiteSpace))
+        {
+            temp = "/tmp";
+        }
+
+        return Path.Combine(temp, "imapproxy-consul");
+    }
+
+    private static async Task RemoveOrphanedAgentsAsync()
+    {
+        foreach (var directory in System.IO.Directory.EnumerateDirectories(RootDirectory))
+        {
+            if (!IsOrphaned(directory))
+            {
+                continue;
+            }
+
+            // Best effort: a leftover agent holds only its own directory and ports, so it cannot block a new
+            // one; failing to remove it must not fail this test run.
+            try
+            {
+                await KillAllAsync(directory, TimeSpan.FromSeconds(10));
+                System.IO.Directory.Delete(directory, recursive: true);
+            }
+            catch (Exception exception) when (exception is IOException or UnauthorizedAccessException or TimeoutException)
+            {
+                // Another process is removing it at the same time, or a process would not die; leave it.
+            }
+        }
+    }
+
+    private static bool IsOrphaned(string directory)
+    {
+        string owner;
+        try
+        {
+            owner = File.ReadAllText(Path.Combine(directory, OwnerFileName));
+        }
+        catch (FileNotFoundException)
+        {
+            // Between creating the directory and writing the owner file: only trust age.
+            return System.IO.Directory.GetCreationTimeUtc(directory) < DateTime.UtcNow.AddHours(-1);
+        }
+        catch (Exception exception) when (exception is IOException or UnauthorizedAccessException)
+        {
+            return false;
+        }
+
+        var fields = owner.Split(' ', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        if (fields.Length != 2 ||
+            !int.TryParse(fields[0], NumberStyles.None, CultureInfo.InvariantCulture, out var pid) ||
+            !long.TryParse(fields[1], NumberStyles.None, CultureInfo.InvariantCulture, out var startTime))
+        {
+            return true;
+        }
+
+        return ReadStartTime(pid) != startTime;
+    }
+
+    private static List<int> Find(string marker)
+    {
+        var pids = new List<int>();
+        foreach (var entry in System.IO.Directory.EnumerateDirectories("/proc"))
+        {
+            // Only consul itself: a shell or an editor looking at the directory is not ours to kill.
+            if (int.TryParse(Path.GetFileName(entry), NumberStyles.None, CultureInfo.InvariantCulture, out var pid) &&
+                ReadCommandLine(pid) is { } commandLine &&
+                Path.GetFileName(commandLine.Split(' ', 2)[0]) == "consul" &&
+                commandLine.Contains(marker, StringComparison.Ordinal))
+            {
+                pids.Add(pid);
+            }
+        }
+
+        return pids;
+    }
+
+    /// <summary>
+    /// The start time (clock ticks since boot) of a live process, which tells a live owner from a reused pid;
+    /// null when the process is gone or a zombie.
+    /// </summary>
+    private static long? ReadStartTime(int pid)
+    {
+        string stat;
+        try
+        {
+            stat = File.ReadAllText($"/proc/{pid}/stat");
+        }
+        catch (Exception exception) when (exception is IOException or UnauthorizedAccessException)
+        {
+            return null;
+        }
+
+        // The command name (field 2) may hold spaces and parentheses: count fields after the last ')'.
+        var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+        // A killed owner stays a zombie until its parent (often init, which may reap late) collects it.
+        if (fields[0] is "Z" or "X")
+        {
+            return null;
+        }
+
+        const int StartTimeIndex = 22 - 3;
+        return fields.Length > StartTimeIndex && long.TryParse(fields[StartTimeIndex], NumberStyles.None, CultureInfo.InvariantCulture, out var ticks)
+            ? ticks
+            : null;
+    }
+
+    private static string? ReadCommandLine(int pid)
+    {
+        try
+        {
+            return File.ReadAllText($"/proc/{pid}/cmdline").Replace('\0', ' ');
+        }
+        catch (Exception exception) when (exception is IOException or UnauthorizedAccessException)
+        {
+            return null;
+        }
+    }
+
+    private static void Kill(int pid)
+    {
+        try
+        {
+            using var process = Process.GetProcessById(pid);
+            process.Kill();
+        }
+        catch (Exception exception) when (exception is ArgumentException or InvalidOperationException or System.ComponentModel.Win32Exception)
+        {
+            // Already gone.
+        }
+    }
+}
