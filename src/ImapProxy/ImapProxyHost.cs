@@ -73,6 +73,10 @@ public static class ImapProxyHost
             services.AddSingleton<ConsulDirectory>();
             services.AddSingleton<IBackendDirectory>(provider => provider.GetRequiredService<ConsulDirectory>());
             services.AddHostedService(provider => provider.GetRequiredService<ConsulDirectory>());
+            if (builder.Configuration.GetValue<bool>($"{ImapProxyOptions.SectionName}:Consul:Registration:Enabled"))
+            {
+                services.AddHostedService<ConsulRegistration>();
+            }
         }
         else
         {

@@ -249,6 +249,35 @@ public sealed class ConsulOptions
 
     /// <summary>The view counts as stale (readiness detail, metric) when no watch succeeded for this long.</summary>
     public TimeSpan StaleAfter { get; set; } = TimeSpan.FromMinutes(2);
+
+    /// <summary>This replica registers itself with the agent, for discovery by operators.</summary>
+    public ConsulRegistrationOptions Registration { get; set; } = new();
+}
+
+public sealed class ConsulRegistrationOptions
+{
+    public bool Enabled { get; set; }
+
+    public string ServiceName { get; set; } = "imapproxy";
+
+    /// <summary>Unique per replica; default "&lt;ServiceName&gt;-&lt;host name&gt;-&lt;first listener port&gt;".</summary>
+    public string? ServiceId { get; set; }
+
+    /// <summary>Address advertised (e.g. the pod IP); default: the agent's node address.</summary>
+    public string? Address { get; set; }
+
+    /// <summary>Port advertised; default: the first IMAP listener's.</summary>
+    public int? Port { get; set; }
+
+    public List<string> Tags { get; set; } = [];
+
+    /// <summary>URL of the HTTP check (usually this replica's /readyz); none when unset.</summary>
+    public string? CheckUrl { get; set; }
+
+    public TimeSpan CheckInterval { get; set; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>Consul removes a registration whose check stays critical this long (replicas that died hard).</summary>
+    public TimeSpan DeregisterCriticalAfter { get; set; } = TimeSpan.FromMinutes(10);
 }
 
 public sealed class SessionOptions

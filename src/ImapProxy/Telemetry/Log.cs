@@ -69,4 +69,13 @@ internal static partial class Log
 
     [LoggerMessage(37, LogLevel.Warning, "Consul lists no instance of service {Service}; keeping the last view (a deliberate removal of every backend must disable them first)")]
     public static partial void EmptyCatalogIgnored(ILogger logger, string service);
+
+    [LoggerMessage(38, LogLevel.Information, "Registered in Consul as {ServiceId} (service {Service})")]
+    public static partial void ConsulRegistered(ILogger logger, string serviceId, string service);
+
+    [LoggerMessage(39, LogLevel.Warning, "Consul registration of {ServiceId} failed: {Reason}")]
+    public static partial void ConsulRegistrationFailed(ILogger logger, string serviceId, string reason);
+
+    [LoggerMessage(40, LogLevel.Information, "Deregistered {ServiceId} from Consul")]
+    public static partial void ConsulDeregistered(ILogger logger, string serviceId);
 }
