@@ -17,6 +17,9 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
+using OpenTelemetry.Metrics;
+using OpenTelemetry.Resources;
+using OpenTelemetry.Trace;
 
 namespace ImapProxy;
 
@@ -84,6 +87,8 @@ public static class ImapProxyHost
         }
         services.AddSingleton<ShutdownCoordinator>();
         services.AddSingleton<ImapSessionServices>();
+        services.AddSingleton<ImapProxyMetrics>();
+        AddOpenTelemetry(builder);
         services.AddOptions<HostOptions>().Configure<IOptions<ImapProxyOptions>>((host, proxy) =>
             host.ShutdownTimeout = proxy.Value.Session.ShutdownGrace + TimeSpan.FromSeconds(5));
 
@@ -96,6 +101,10 @@ public static class ImapProxyHost
         ArgumentNullException.ThrowIfNull(builder);
         var app = builder.Build();
         app.MapHealthEndpoints();
+        if (app.Services.GetRequiredService<IOptions<ImapProxyOptions>>().Value.Telemetry.PrometheusEnabled)
+        {
+            app.MapPrometheusScrapingEndpoint("/metrics");
+        }
         app.Lifetime.ApplicationStarted.Register(() =>
         {
             var registry = app.Services.GetRequiredService<ListenerRegistry>();
@@ -107,6 +116,43 @@ public static class ImapProxyHost
             }
         });
         return app;
+    }
+
+    /// <summary>
+    /// Metrics always (Prometheus at /metrics on the admin endpoint; OTLP when an endpoint is configured); traces
+    /// only when exported over OTLP, so an unobserved proxy pays nothing for spans.
+    /// </summary>
+    private static void AddOpenTelemetry(WebApplicationBuilder builder)
+    {
+        var telemetry = builder.Configuration.GetSection($"{ImapProxyOptions.SectionName}:Telemetry").Get<TelemetryOptions>() ?? new TelemetryOptions();
+        var otel = builder.Services.AddOpenTelemetry()
+            .ConfigureResource(resource => resource.AddService("imapproxy", serviceVersion: typeof(ImapProxyHost).Assembly.GetName().Version?.ToString(3)))
+            .WithMetrics(metrics =>
+            {
+                metrics.AddMeter(ImapProxyMetrics.MeterName);
+                if (telemetry.PrometheusEnabled)
+                {
+                    metrics.AddPrometheusExporter();
+                }
+
+                if (telemetry.OtlpEndpoint is not null)
+                {
+                    metrics.AddOtlpExporter(otlp => ConfigureOtlp(otlp, telemetry));
+                }
+            });
+        if (telemetry.OtlpEndpoint is not null)
+        {
+            otel.WithTracing(tracing => tracing
+                .AddSource(ImapProxyActivities.SourceName)
+                .SetSampler(new ParentBasedSampler(new TraceIdRatioBasedSampler(telemetry.TraceSampleRatio)))
+                .AddOtlpExporter(otlp => ConfigureOtlp(otlp, telemetry)));
+        }
+    }
+
+    private static void ConfigureOtlp(OpenTelemetry.Exporter.OtlpExporterOptions otlp, TelemetryOptions telemetry)
+    {
+        otlp.Endpoint = new Uri(telemetry.OtlpEndpoint!);
+        otlp.Protocol = telemetry.OtlpProtocol == "grpc" ? OpenTelemetry.Exporter.OtlpExportProtocol.Grpc : OpenTelemetry.Exporter.OtlpExportProtocol.HttpProtobuf;
     }
 
     private static void ConfigureListeners(KestrelServerOptions kestrel)

@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Diagnostics;
 using System.IO.Pipelines;
 using System.Net;
 using System.Net.Security;
@@ -10,6 +11,7 @@ using ImapProxy.Configuration;
 using ImapProxy.Protocol.PreAuth;
 using ImapProxy.Protocol.Responses;
 using ImapProxy.Protocol.Sasl;
+using ImapProxy.Telemetry;
 using Microsoft.Extensions.Options;
 
 namespace ImapProxy.Backends;
@@ -26,8 +28,19 @@ internal enum BackendLoginOutcome
     ConnectFailed,
 }
 
-/// <summary>The result of a hand-over. <see cref="Detail"/> is for logs: never credentials, never backend text.</summary>
-internal readonly record struct BackendLoginResult(BackendLoginOutcome Outcome, BackendConnection? Connection, string Detail);
+/// <summary>
+/// The result of a hand-over. <see cref="Detail"/> is for logs: never credentials, never backend text.
+/// <see cref="ErrorType"/> is a bounded label for metrics; the durations split the hand-over into its connect
+/// phase (TCP, TLS, greeting, capabilities) and its authentication phase (ID, login, capabilities).
+/// </summary>
+internal readonly record struct BackendLoginResult(BackendLoginOutcome Outcome, BackendConnection? Connection, string Detail)
+{
+    public string? ErrorType { get; init; }
+
+    public TimeSpan ConnectDuration { get; init; }
+
+    public TimeSpan AuthDuration { get; init; }
+}
 
 /// <summary>Who the client is, for ID forwarding and the PROXY header.</summary>
 internal sealed record ClientEndpoints(IPEndPoint Client, IPEndPoint Local);
@@ -78,9 +91,42 @@ internal sealed class BackendConnector
             return new(BackendLoginOutcome.ProxyLoop, null, "x-proxy-ttl exhausted");
         }
 
+        var started = _timeProvider.GetTimestamp();
+        var handover = new Handover(_options.MaxResponseLine);
+        handover.Phase = ImapProxyActivities.Source.StartActivity("imap.backend.connect", ActivityKind.Client);
+        handover.Phase?.SetTag("imapproxy.backend", backend.Id).SetTag("server.address", backend.Host).SetTag("server.port", backend.Port);
+        var result = await LoginCoreAsync(handover, backend, credentials, clientIdentity, endpoints, sessionId, ttl, cancellationToken);
+        var ended = _timeProvider.GetTimestamp();
+        var connected = handover.ConnectedAt ?? ended;
+        if (handover.Phase is { } phase)
+        {
+            if (result.Outcome != BackendLoginOutcome.Success)
+            {
+                phase.SetStatus(ActivityStatusCode.Error, result.ErrorType);
+            }
+
+            phase.Stop();
+        }
+
+        return result with
+        {
+            ConnectDuration = _timeProvider.GetElapsedTime(started, connected),
+            AuthDuration = handover.ConnectedAt is null ? TimeSpan.Zero : _timeProvider.GetElapsedTime(connected, ended),
+        };
+    }
+
+    private async Task<BackendLoginResult> LoginCoreAsync(
+        Handover handover,
+        BackendEndpoint backend,
+        ImapCredentials credentials,
+        ClientIdentity clientIdentity,
+        ClientEndpoints endpoints,
+        string sessionId,
+        int ttl,
+        CancellationToken cancellationToken)
+    {
         using var loginTimeout = new CancellationTokenSource(_options.LoginTimeout, _timeProvider);
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, loginTimeout.Token);
-        var handover = new Handover(_options.MaxResponseLine);
         try
         {
             await ConnectAsync(handover, backend, endpoints, linked.Token);
@@ -94,6 +140,12 @@ internal sealed class BackendConnector
 
             capabilities ??= await FetchCapabilitiesAsync(handover, linked.Token);
 
+            // The connect phase ends here; authentication is its own span.
+            handover.ConnectedAt = _timeProvider.GetTimestamp();
+            handover.Phase?.Stop();
+            handover.Phase = ImapProxyActivities.Source.StartActivity("imap.backend.authenticate", ActivityKind.Client);
+            handover.Phase?.SetTag("imapproxy.backend", backend.Id).SetTag("imapproxy.login.mechanism", credentials.Mechanism.ToString());
+
             if (_options.ForwardClientId && CapabilityList.Contains(capabilities, "ID"u8))
             {
                 // Pipelined with the authentication: the ID answer is read past on the way to the login's.
@@ -105,7 +157,7 @@ internal sealed class BackendConnector
             if (status.Outcome != BackendLoginOutcome.Success)
             {
                 await handover.DisposeAsync();
-                return new(status.Outcome, null, status.Detail);
+                return new(status.Outcome, null, status.Detail) { ErrorType = status.Outcome == BackendLoginOutcome.AuthenticationFailed ? null : "refused" };
             }
 
             var postLogin = status.Capabilities ?? await FetchCapabilitiesAsync(handover, linked.Token);
@@ -117,19 +169,27 @@ internal sealed class BackendConnector
             var connected = handover.Stream is not null;
             await handover.DisposeAsync();
             return connected
-                ? new(BackendLoginOutcome.Unavailable, null, "login timed out")
-                : new(BackendLoginOutcome.ConnectFailed, null, "connect timed out");
+                ? new(BackendLoginOutcome.Unavailable, null, "login timed out") { ErrorType = "timeout" }
+                : new(BackendLoginOutcome.ConnectFailed, null, "connect timed out") { ErrorType = "connect_timeout" };
         }
         catch (HandoverException ex)
         {
             await handover.DisposeAsync();
-            return new(ex.Outcome, null, ex.Message);
+            return new(ex.Outcome, null, ex.Message) { ErrorType = "protocol" };
         }
         catch (Exception ex) when (ex is SocketException or IOException or AuthenticationException)
         {
             var connected = handover.Stream is not null;
             await handover.DisposeAsync();
-            return new(connected ? BackendLoginOutcome.Unavailable : BackendLoginOutcome.ConnectFailed, null, Describe(ex));
+            return new(connected ? BackendLoginOutcome.Unavailable : BackendLoginOutcome.ConnectFailed, null, Describe(ex))
+            {
+                ErrorType = ex switch
+                {
+                    AuthenticationException => "tls",
+                    SocketException => "connect",
+                    _ => "io",
+                },
+            };
         }
         catch
         {
@@ -600,6 +660,12 @@ internal sealed class BackendConnector
         public Stream? Stream { get; set; }
 
         public PipeReader? Reader { get; set; }
+
+        /// <summary>The span of the phase in progress (connect, then authenticate).</summary>
+        public Activity? Phase { get; set; }
+
+        /// <summary>When the connect phase ended (timestamp), or null if it never did.</summary>
+        public long? ConnectedAt { get; set; }
 
         public ArrayBufferWriter<byte> Buffer { get; } = new(512);
 

@@ -27,6 +27,8 @@ public sealed class ImapProxyOptions
 
     public ConsulOptions Consul { get; set; } = new();
 
+    public TelemetryOptions Telemetry { get; set; } = new();
+
     public SessionOptions Session { get; set; } = new();
 }
 
@@ -278,6 +280,34 @@ public sealed class ConsulRegistrationOptions
 
     /// <summary>Consul removes a registration whose check stays critical this long (replicas that died hard).</summary>
     public TimeSpan DeregisterCriticalAfter { get; set; } = TimeSpan.FromMinutes(10);
+}
+
+public enum UserNameLogging
+{
+    /// <summary>The user name as given (control characters escaped).</summary>
+    Plain,
+    /// <summary>A stable pseudonym: the first 16 hex digits of SHA-256 of the normalised name.</summary>
+    Hashed,
+    /// <summary>Never written.</summary>
+    Omitted,
+}
+
+public sealed class TelemetryOptions
+{
+    /// <summary>How user names appear in logs and traces.</summary>
+    public UserNameLogging UserNames { get; set; } = UserNameLogging.Plain;
+
+    /// <summary>OTLP endpoint (e.g. http://otel-collector:4317) for metrics and traces; off when unset.</summary>
+    public string? OtlpEndpoint { get; set; }
+
+    /// <summary>"grpc" or "http/protobuf".</summary>
+    public string OtlpProtocol { get; set; } = "grpc";
+
+    /// <summary>Share of logins traced (0 to 1), when traces are exported.</summary>
+    public double TraceSampleRatio { get; set; } = 1.0;
+
+    /// <summary>Serve Prometheus metrics at /metrics on the admin endpoint.</summary>
+    public bool PrometheusEnabled { get; set; } = true;
 }
 
 public sealed class SessionOptions

@@ -151,6 +151,22 @@ internal sealed class ImapProxyOptionsValidator : IValidateOptions<ImapProxyOpti
 
         CheckPositive(errors, $"{P}:Session:ShutdownGrace", options.Session.ShutdownGrace);
 
+        var telemetry = options.Telemetry;
+        if (telemetry.OtlpEndpoint is not null && !Uri.TryCreate(telemetry.OtlpEndpoint, UriKind.Absolute, out _))
+        {
+            errors.Add($"{P}:Telemetry:OtlpEndpoint must be an absolute URL (got '{telemetry.OtlpEndpoint}').");
+        }
+
+        if (telemetry.OtlpProtocol is not ("grpc" or "http/protobuf"))
+        {
+            errors.Add($"{P}:Telemetry:OtlpProtocol must be 'grpc' or 'http/protobuf' (got '{telemetry.OtlpProtocol}').");
+        }
+
+        if (!(telemetry.TraceSampleRatio is >= 0 and <= 1))
+        {
+            errors.Add($"{P}:Telemetry:TraceSampleRatio must be between 0 and 1 (got {telemetry.TraceSampleRatio}).");
+        }
+
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
     }
 

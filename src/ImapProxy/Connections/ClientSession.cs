@@ -9,6 +9,7 @@ using ImapProxy.Configuration;
 using ImapProxy.Directory;
 using ImapProxy.Protocol.PreAuth;
 using ImapProxy.Protocol.Responses;
+using ImapProxy.Protocol.Sasl;
 using ImapProxy.Splice;
 using ImapProxy.Telemetry;
 using Microsoft.AspNetCore.Connections;
@@ -29,7 +30,9 @@ internal sealed class ClientSession
     private readonly ImapSessionServices _services;
     private readonly IPEndPoint _client;
     private readonly IPEndPoint _local;
-    private readonly string _sessionId = ActivityTraceId.CreateRandom().ToHexString();
+    private readonly ImapProxyMetrics _metrics;
+    private string _sessionId = "";
+    private Activity? _preAuthActivity;
 
     private PipeReader _input;
     private PipeWriter _output;
@@ -48,6 +51,7 @@ internal sealed class ClientSession
         _local = connection.LocalEndPoint as IPEndPoint ?? new IPEndPoint(IPAddress.None, 0);
         _input = connection.Transport.Input;
         _output = connection.Transport.Output;
+        _metrics = services.Metrics;
     }
 
     public async Task RunAsync()
@@ -60,6 +64,13 @@ internal sealed class ClientSession
             startTlsOffered: _listener.Tls == ListenerTls.StartTls,
             plaintextAllowedWithoutTls: _services.TrustedNetworks.Contains(_client.Address));
 
+        // The pre-auth span runs from accept to hand-over; its trace id is the session id the backend logs.
+        _preAuthActivity = ImapProxyActivities.Source.StartActivity("imap.preauth", ActivityKind.Server);
+        _preAuthActivity?.SetTag(ImapProxyMetrics.ListenerTag, _listener.Name).SetTag("client.address", _client.Address.ToString())
+            .SetTag("client.port", _client.Port).SetTag("network.transport", "tcp");
+        _sessionId = _preAuthActivity?.TraceId.ToHexString() ?? ActivityTraceId.CreateRandom().ToHexString();
+        _metrics.ConnectionOpened(_listener.Name, TlsMode);
+
         using var preAuthTimeout = new CancellationTokenSource(options.PreAuth.Timeout, _services.TimeProvider);
         using var preAuth = CancellationTokenSource.CreateLinkedTokenSource(preAuthTimeout.Token, _connection.ConnectionClosed, _services.Shutdown.Stopping);
         BackendConnection? backend = null;
@@ -71,41 +82,10 @@ internal sealed class ClientSession
             machine.WriteGreeting(_output);
             await _output.FlushAsync(preAuth.Token);
             backend = await RunPreAuthAsync(machine, preAuth.Token);
+            EndPreAuthSpan(backend is not null);
             if (backend is not null)
             {
-                using var live = new LiveSession(_directoryUser, backend.Endpoint, _source, _client, _sessionId, _services.TimeProvider.GetUtcNow());
-                _services.Sessions.Add(live);
-                try
-                {
-                    using var ending = CancellationTokenSource.CreateLinkedTokenSource(_services.Shutdown.SessionsEnding, live.KickToken);
-                    splice = await Splicer.RunAsync(_input, _output, backend, ending.Token);
-                }
-                finally
-                {
-                    _services.Sessions.Remove(live);
-                }
-
-                if (splice.Outcome == SpliceOutcome.Cancelled && splice.AtResponseBoundary)
-                {
-                    // Only between two responses: a BYE inside a FETCH literal would corrupt it.
-                    await TryWriteByeAsync(live.KickReason is null ? "Server shutting down." : "Session moved, please reconnect.");
-                }
-
-                if (splice.Outcome is SpliceOutcome.BackendClosed or SpliceOutcome.BackendError && !splice.BackendSaidBye)
-                {
-                    // The backend died under the session: when it carried thousands, their clients must not all
-                    // reconnect in the same instant. Hold this close for a random moment of the spread window.
-                    await Task.Delay(_services.Options.Directory.KickSpread * Random.Shared.NextDouble(), _services.TimeProvider);
-                }
-
-                _reason = splice.Outcome switch
-                {
-                    SpliceOutcome.Cancelled => live.KickReason is { } kick ? "kicked: " + kick : "shutdown",
-                    SpliceOutcome.ClientClosed => "client closed",
-                    SpliceOutcome.BackendClosed => "backend closed",
-                    SpliceOutcome.ClientError => "client error",
-                    _ => "backend error",
-                };
+                splice = await SpliceAsync(backend);
             }
         }
         catch (OperationCanceledException) when (preAuthTimeout.IsCancellationRequested)
@@ -129,6 +109,7 @@ internal sealed class ClientSession
         }
         finally
         {
+            EndPreAuthSpan(handedOver: false);
             machine.PendingLogin?.Dispose();
             if (backend is not null)
             {
@@ -142,6 +123,7 @@ internal sealed class ClientSession
                 await _startTls.DisposeAsync();
             }
 
+            _metrics.ConnectionClosed(_listener.Name);
             Log.SessionEnded(
                 _services.Logger,
                 _user,
@@ -153,6 +135,85 @@ internal sealed class ClientSession
                 splice.BytesFromBackend,
                 Stopwatch.GetElapsedTime(started).TotalSeconds);
         }
+    }
+
+    private string TlsMode => _listener.Tls switch
+    {
+        ListenerTls.Implicit => "implicit",
+        ListenerTls.StartTls => "starttls",
+        _ => "none",
+    };
+
+    private void EndPreAuthSpan(bool handedOver)
+    {
+        if (_preAuthActivity is null)
+        {
+            return;
+        }
+
+        if (!handedOver)
+        {
+            _preAuthActivity.SetTag("imapproxy.preauth.end", _reason);
+        }
+
+        _preAuthActivity.Stop();
+        _preAuthActivity = null;
+    }
+
+    /// <summary>The logged-in part: registered for kicks, counted per backend, ended by either side or a kick.</summary>
+    private async Task<SpliceResult> SpliceAsync(BackendConnection backend)
+    {
+        var started = Stopwatch.GetTimestamp();
+        var backendId = backend.Endpoint.Id;
+        using var live = new LiveSession(_directoryUser, backend.Endpoint, _source, _client, _sessionId, _services.TimeProvider.GetUtcNow());
+        _services.Sessions.Add(live);
+        _metrics.BackendSessionStarted(backendId);
+        SpliceResult splice;
+        try
+        {
+            using var ending = CancellationTokenSource.CreateLinkedTokenSource(_services.Shutdown.SessionsEnding, live.KickToken);
+            splice = await Splicer.RunAsync(_input, _output, backend, _metrics, ending.Token);
+        }
+        finally
+        {
+            _services.Sessions.Remove(live);
+            _metrics.BackendSessionEnded(backendId);
+        }
+
+        if (splice.Outcome == SpliceOutcome.Cancelled)
+        {
+            _metrics.Kicked(live.KickReason is { } why ? why.Replace(' ', '_') : "shutdown");
+            if (splice.AtResponseBoundary)
+            {
+                // Only between two responses: a BYE inside a FETCH literal would corrupt it.
+                await TryWriteByeAsync(live.KickReason is null ? "Server shutting down." : "Session moved, please reconnect.");
+            }
+        }
+
+        if (splice.Outcome is SpliceOutcome.BackendClosed or SpliceOutcome.BackendError && !splice.BackendSaidBye)
+        {
+            // The backend died under the session: when it carried thousands, their clients must not all
+            // reconnect in the same instant. Hold this close for a random moment of the spread window.
+            await Task.Delay(_services.Options.Directory.KickSpread * Random.Shared.NextDouble(), _services.TimeProvider);
+        }
+
+        _reason = splice.Outcome switch
+        {
+            SpliceOutcome.Cancelled => live.KickReason is { } kick ? "kicked: " + kick : "shutdown",
+            SpliceOutcome.ClientClosed => "client closed",
+            SpliceOutcome.BackendClosed => "backend closed",
+            SpliceOutcome.ClientError => "client error",
+            _ => "backend error",
+        };
+        _metrics.SessionEnded(splice.Outcome switch
+        {
+            SpliceOutcome.Cancelled => live.KickReason is null ? "shutdown" : "kicked",
+            SpliceOutcome.ClientClosed => "client_closed",
+            SpliceOutcome.BackendClosed => "backend_closed",
+            SpliceOutcome.ClientError => "client_error",
+            _ => "backend_error",
+        }, Stopwatch.GetElapsedTime(started));
+        return splice;
     }
 
     private async Task<BackendConnection?> RunPreAuthAsync(PreAuthMachine machine, CancellationToken cancellationToken)
@@ -228,6 +289,7 @@ internal sealed class ClientSession
         {
             await tls.DisposeAsync();
             Log.TlsHandshakeFailed(_services.Logger, _client, ex is OperationCanceledException ? "timeout" : ex.GetType().Name);
+            _metrics.TlsHandshakeFailed(_listener.Name);
             _reason = "tls handshake failed";
             return false;
         }
@@ -247,21 +309,32 @@ internal sealed class ClientSession
     {
         var request = machine.PendingLogin!;
         var started = Stopwatch.GetTimestamp();
+        var mechanism = request.Credentials.Mechanism switch
+        {
+            LoginMechanism.Plain => "plain",
+            LoginMechanism.SaslLogin => "sasl_login",
+            _ => "login",
+        };
         var user = UserNames.Normalize(request.Credentials.EffectiveUser, _services.Options.Directory.UserNormalization);
-        _user = UserNames.ForLog(user);
+        _user = UserNames.ForLog(user, _services.Options.Telemetry.UserNames);
         _directoryUser = user;
+        if (_services.Options.Telemetry.UserNames != UserNameLogging.Omitted)
+        {
+            _preAuthActivity?.SetTag("enduser.id", _user);
+        }
 
-        var placement = await _services.Directory.FindBackendAsync(user, cancellationToken);
+        var placement = await FindBackendAsync(user, cancellationToken);
         var login = await LoginToAsync(placement, request, machine, cancellationToken);
         if (login.Outcome == BackendLoginOutcome.ConnectFailed && placement.Backend is not null)
         {
             // Leave the refusing backend out of hashing for a while; a hashed user gets a second chance now,
             // on the backend the view without it picks. A placed user has no other backend.
             _services.Directory.MarkSuspect(placement.Backend.Id);
+            _metrics.BackendConnectError(placement.Backend.Id, login.ErrorType ?? "connect");
             if (placement.Source == DirectorySource.Hash)
             {
                 Log.BackendSuspected(_services.Logger, placement.Backend.Id, _user);
-                var second = await _services.Directory.FindBackendAsync(user, cancellationToken);
+                var second = await FindBackendAsync(user, cancellationToken);
                 if (second.Backend is not null && second.Backend.Id != placement.Backend.Id)
                 {
                     placement = second;
@@ -270,7 +343,18 @@ internal sealed class ClientSession
             }
         }
 
+        if (login.Connection is not null || login.ConnectDuration > TimeSpan.Zero)
+        {
+            _metrics.LoginPhase("backend_connect", login.ConnectDuration);
+            if (login.AuthDuration > TimeSpan.Zero)
+            {
+                _metrics.LoginPhase("backend_auth", login.AuthDuration);
+            }
+        }
+
         var backendId = placement.Backend?.Id ?? "-";
+        _preAuthActivity?.SetTag(ImapProxyMetrics.BackendTag, backendId);
+        string result;
         switch (login.Outcome)
         {
             case BackendLoginOutcome.Success:
@@ -292,34 +376,65 @@ internal sealed class ClientSession
                 }
 
                 _source = placement.Source;
+                _metrics.Login("success", mechanism);
+                _metrics.LoginPhase("total", Stopwatch.GetElapsedTime(started));
+                _preAuthActivity?.SetTag(ImapProxyMetrics.ResultTag, "success");
                 Log.LoginSucceeded(_services.Logger, _user, _client, backendId, Stopwatch.GetElapsedTime(started).TotalMilliseconds);
                 return connection;
 
             case BackendLoginOutcome.AuthenticationFailed:
+                result = "auth_failed";
                 Log.LoginFailed(_services.Logger, _user, _client, backendId, "authentication failed", login.Detail);
                 // The delay grows per (address, user); the dialogue stays usable afterwards.
-                await Task.Delay(_services.Throttle.RecordFailure(_client.Address, user), _services.TimeProvider, cancellationToken);
+                var delay = _services.Throttle.RecordFailure(_client.Address, user);
+                _metrics.AuthFailureDelayed(delay);
+                await Task.Delay(delay, _services.TimeProvider, cancellationToken);
                 machine.OnLoginFailed(_output, LoginFailure.AuthenticationFailed);
                 break;
 
             case BackendLoginOutcome.Limit:
+                result = "limit";
                 Log.LoginFailed(_services.Logger, _user, _client, backendId, "limit", login.Detail);
                 machine.OnLoginFailed(_output, LoginFailure.Limit);
                 break;
 
             case BackendLoginOutcome.ProxyLoop:
+                result = "proxy_loop";
                 Log.ProxyLoop(_services.Logger, _client);
                 machine.OnLoginFailed(_output, LoginFailure.Unavailable);
                 break;
 
             default:
+                result = "unavailable";
+                if (placement.Backend is not null && login.Outcome != BackendLoginOutcome.ConnectFailed)
+                {
+                    _metrics.BackendConnectError(placement.Backend.Id, login.ErrorType ?? "unavailable");
+                }
+
                 Log.BackendUnavailable(_services.Logger, backendId, login.Detail);
                 machine.OnLoginFailed(_output, LoginFailure.Unavailable);
                 break;
         }
 
+        _metrics.Login(result, mechanism);
+        _preAuthActivity?.SetTag(ImapProxyMetrics.ResultTag, result);
         await _output.FlushAsync(cancellationToken);
         return null;
+    }
+
+    private async ValueTask<DirectoryResult> FindBackendAsync(string user, CancellationToken cancellationToken)
+    {
+        var started = Stopwatch.GetTimestamp();
+        using var activity = ImapProxyActivities.Source.StartActivity("imap.directory", ActivityKind.Internal);
+        var placement = await _services.Directory.FindBackendAsync(user, cancellationToken);
+        _metrics.LoginPhase("directory", Stopwatch.GetElapsedTime(started));
+        activity?.SetTag(ImapProxyMetrics.SourceTag, placement.Source.ToString().ToLowerInvariant()).SetTag(ImapProxyMetrics.BackendTag, placement.Backend?.Id);
+        if (placement.Backend is null)
+        {
+            activity?.SetStatus(ActivityStatusCode.Error, placement.Detail);
+        }
+
+        return placement;
     }
 
     private Task<BackendLoginResult> LoginToAsync(DirectoryResult placement, LoginRequest request, PreAuthMachine machine, CancellationToken cancellationToken) =>

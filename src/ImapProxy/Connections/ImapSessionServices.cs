@@ -3,6 +3,7 @@ using ImapProxy.Configuration;
 using ImapProxy.Directory;
 using ImapProxy.Protocol.Parsing;
 using ImapProxy.Protocol.PreAuth;
+using ImapProxy.Telemetry;
 using ImapProxy.Tls;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
@@ -21,6 +22,7 @@ internal sealed class ImapSessionServices
         ServerCertificateProvider certificates,
         ShutdownCoordinator shutdown,
         SessionRegistry sessions,
+        ImapProxyMetrics metrics,
         TimeProvider timeProvider,
         ILogger<ClientSession> logger)
     {
@@ -32,6 +34,7 @@ internal sealed class ImapSessionServices
         Certificates = certificates;
         Shutdown = shutdown;
         Sessions = sessions;
+        Metrics = metrics;
         TimeProvider = timeProvider;
         Logger = logger;
         var preAuth = Options.PreAuth;
@@ -62,6 +65,8 @@ internal sealed class ImapSessionServices
     public ShutdownCoordinator Shutdown { get; }
 
     public SessionRegistry Sessions { get; }
+
+    public ImapProxyMetrics Metrics { get; }
 
     public TimeProvider TimeProvider { get; }
 

@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using ImapProxy.Backends;
 using ImapProxy.Configuration;
+using ImapProxy.Telemetry;
 using Microsoft.Extensions.Options;
 
 namespace ImapProxy.Directory;
@@ -11,11 +12,15 @@ internal sealed class StaticDirectory : IBackendDirectory
     private readonly DirectoryView _view;
     private readonly SuspectList _suspects;
 
-    public StaticDirectory(IOptions<ImapProxyOptions> options, TimeProvider timeProvider)
+    private readonly ImapProxyMetrics _metrics;
+
+    public StaticDirectory(IOptions<ImapProxyOptions> options, TimeProvider timeProvider, ImapProxyMetrics metrics)
     {
         var backends = options.Value.Backends.Static.Select(BackendEndpoint.FromOptions);
         _view = new DirectoryView(backends.Select(b => new BackendStatus(b, Healthy: true, BackendState.Active)), timeProvider.GetUtcNow());
         _suspects = new SuspectList(options.Value.Directory.SuspectDuration, timeProvider);
+        _metrics = metrics;
+        BackendGauges.Register(metrics, () => _view, _suspects);
     }
 
     public bool HasView => _view.Candidates.Count > 0;
@@ -25,6 +30,7 @@ internal sealed class StaticDirectory : IBackendDirectory
     public ValueTask<DirectoryResult> FindBackendAsync(string user, CancellationToken cancellationToken)
     {
         var backend = _view.Hash(user, _suspects.IsSuspect);
+        _metrics.DirectoryLookup("static");
         return ValueTask.FromResult(new DirectoryResult(backend, DirectorySource.Hash, backend is null ? "no backend available" : null));
     }
 
@@ -54,5 +60,28 @@ internal sealed class SuspectList(TimeSpan duration, TimeProvider timeProvider)
 
         _until.TryRemove(new KeyValuePair<string, DateTimeOffset>(backendId, until));
         return false;
+    }
+}
+
+/// <summary>Per-backend gauges observed from the current view (a bounded set: one series per backend).</summary>
+internal static class BackendGauges
+{
+    public static void Register(ImapProxyMetrics metrics, Func<DirectoryView> view, SuspectList suspects)
+    {
+        metrics.Meter.CreateObservableGauge(
+            "imapproxy.backend.healthy",
+            () => view().ById.Values.Select(b => new System.Diagnostics.Metrics.Measurement<int>(
+                b.Healthy && !suspects.IsSuspect(b.Endpoint.Id) ? 1 : 0,
+                new KeyValuePair<string, object?>(ImapProxyMetrics.BackendTag, b.Endpoint.Id),
+                new KeyValuePair<string, object?>("imapproxy.backend.state", b.State.ToString().ToLowerInvariant()))),
+            "{backend}",
+            "1 when the backend is healthy (Consul passing, not locally suspected), else 0; labelled with its state.");
+        metrics.Meter.CreateObservableGauge(
+            "imapproxy.backend.weight",
+            () => view().ById.Values.Select(b => new System.Diagnostics.Metrics.Measurement<double>(
+                b.Endpoint.Weight,
+                new KeyValuePair<string, object?>(ImapProxyMetrics.BackendTag, b.Endpoint.Id))),
+            "{weight}",
+            "The backend's weight in rendezvous hashing.");
     }
 }

@@ -17,6 +17,22 @@ public static class UserNames
     /// A user name as it may appear in a log line: control characters are escaped, so a name carrying CR or LF
     /// cannot forge log lines; long names are cut.
     /// </summary>
+    public static string ForLog(string user, UserNameLogging mode) => mode switch
+    {
+        UserNameLogging.Omitted => "-",
+        UserNameLogging.Hashed => Pseudonym(user),
+        _ => ForLog(user),
+    };
+
+    /// <summary>A stable pseudonym: the same user always gives the same 16 hex digits, the name cannot be read back.</summary>
+    public static string Pseudonym(string user)
+    {
+        ArgumentNullException.ThrowIfNull(user);
+        Span<byte> hash = stackalloc byte[32];
+        System.Security.Cryptography.SHA256.HashData(Encoding.UTF8.GetBytes(user), hash);
+        return "h:" + Convert.ToHexStringLower(hash[..8]);
+    }
+
     public static string ForLog(string user)
     {
         ArgumentNullException.ThrowIfNull(user);

@@ -3,6 +3,7 @@ using System.IO.Pipelines;
 using System.Net.Sockets;
 using ImapProxy.Backends;
 using ImapProxy.Protocol.Responses;
+using ImapProxy.Telemetry;
 
 namespace ImapProxy.Splice;
 
@@ -16,13 +17,13 @@ internal static class Splicer
     /// <summary>Read size for backend data; large FETCH bodies move in these steps.</summary>
     private const int BackendReadSize = 16 * 1024;
 
-    public static async Task<SpliceResult> RunAsync(PipeReader clientInput, PipeWriter clientOutput, BackendConnection backend, CancellationToken cancellationToken)
+    public static async Task<SpliceResult> RunAsync(PipeReader clientInput, PipeWriter clientOutput, BackendConnection backend, ImapProxyMetrics metrics, CancellationToken cancellationToken)
     {
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         var counters = new Counters();
         var boundary = new ResponseBoundaryTracker();
-        var upstream = ClientToBackendAsync(clientInput, backend.Stream, counters, stop.Token);
-        var downstream = BackendToClientAsync(backend, clientOutput, counters, boundary, stop.Token);
+        var upstream = ClientToBackendAsync(clientInput, backend.Stream, counters, metrics, stop.Token);
+        var downstream = BackendToClientAsync(backend, clientOutput, counters, boundary, metrics, stop.Token);
 
         var first = await Task.WhenAny(upstream, downstream);
         await stop.CancelAsync();
@@ -34,7 +35,7 @@ internal static class Splicer
         return new SpliceResult(outcome, counters.FromClient, counters.FromBackend, boundary.AtLineStart, boundary.SawBye);
     }
 
-    private static async Task<SpliceOutcome> ClientToBackendAsync(PipeReader input, Stream backend, Counters counters, CancellationToken cancellationToken)
+    private static async Task<SpliceOutcome> ClientToBackendAsync(PipeReader input, Stream backend, Counters counters, ImapProxyMetrics metrics, CancellationToken cancellationToken)
     {
         while (true)
         {
@@ -61,6 +62,7 @@ internal static class Splicer
                 }
 
                 counters.FromClient += buffer.Length;
+                metrics.ClientToBackend(buffer.Length);
             }
             catch (OperationCanceledException)
             {
@@ -82,7 +84,7 @@ internal static class Splicer
         }
     }
 
-    private static async Task<SpliceOutcome> BackendToClientAsync(BackendConnection backend, PipeWriter output, Counters counters, ResponseBoundaryTracker boundary, CancellationToken cancellationToken)
+    private static async Task<SpliceOutcome> BackendToClientAsync(BackendConnection backend, PipeWriter output, Counters counters, ResponseBoundaryTracker boundary, ImapProxyMetrics metrics, CancellationToken cancellationToken)
     {
         try
         {
@@ -96,6 +98,7 @@ internal static class Splicer
                 }
 
                 counters.FromBackend += leftover.Buffer.Length;
+                metrics.BackendToClient(leftover.Buffer.Length);
                 backend.Input.AdvanceTo(leftover.Buffer.End);
                 if ((await output.FlushAsync(cancellationToken)).IsCompleted)
                 {
@@ -133,6 +136,7 @@ internal static class Splicer
                 boundary.Advance(memory.Span[..read]);
                 output.Advance(read);
                 counters.FromBackend += read;
+                metrics.BackendToClient(read);
                 FlushResult flush;
                 try
                 {

@@ -34,6 +34,7 @@ internal sealed class ConsulDirectory : BackgroundService, IBackendDirectory
     private readonly PlacementCache _placements;
     private readonly SuspectList _suspects;
     private readonly Lock _viewLock = new();
+    private readonly ImapProxyMetrics _metrics;
     private readonly Channel<List<(LiveSession Session, string Reason)>> _kicks =
         Channel.CreateUnbounded<List<(LiveSession Session, string Reason)>>(new UnboundedChannelOptions { SingleReader = true });
 
@@ -49,8 +50,10 @@ internal sealed class ConsulDirectory : BackgroundService, IBackendDirectory
         IOptions<ImapProxyOptions> options,
         SessionRegistry sessions,
         TimeProvider timeProvider,
+        ImapProxyMetrics metrics,
         ILogger<ConsulDirectory> logger)
     {
+        _metrics = metrics;
         _client = client;
         _consul = options.Value.Consul;
         _options = options.Value.Directory;
@@ -59,6 +62,10 @@ internal sealed class ConsulDirectory : BackgroundService, IBackendDirectory
         _logger = logger;
         _placements = new PlacementCache(_options.PlacementCacheTtl, _options.NegativeCacheTtl, _options.PlacementCacheSize, timeProvider);
         _suspects = new SuspectList(_options.SuspectDuration, timeProvider);
+        BackendGauges.Register(metrics, () => _view, _suspects);
+        metrics.Meter.CreateObservableGauge("imapproxy.consul.up", () => _failing is null && HasView ? 1 : 0, "{bool}", "1 while every Consul watch succeeds, 0 while one fails (the last view keeps serving).");
+        metrics.Meter.CreateObservableGauge("imapproxy.consul.view.age", () => double.IsInfinity(ViewAgeSeconds) ? -1 : ViewAgeSeconds, "s", "Seconds since a Consul watch last succeeded (-1 before the first).");
+        metrics.Meter.CreateObservableGauge("imapproxy.directory.placements.cached", () => _placements.Count, "{placement}", "Placements held in the cache.");
     }
 
     public bool HasView => _instances is not null;
@@ -88,13 +95,16 @@ internal sealed class ConsulDirectory : BackgroundService, IBackendDirectory
         var view = _view;
         if (_overrides.TryGetValue(user, out var overridden))
         {
+            _metrics.DirectoryLookup("override");
             return Resolve(view, overridden);
         }
 
         string? placed;
+        string source;
         if (_placements.TryGet(user, out var cached, out var fresh) && fresh)
         {
             placed = cached.BackendId;
+            source = "cache";
         }
         else
         {
@@ -102,10 +112,12 @@ internal sealed class ConsulDirectory : BackgroundService, IBackendDirectory
             {
                 placed = await ReadPlacementAsync(user, cancellationToken);
                 _placements.Set(user, placed);
+                source = "consul";
             }
             catch (ConsulException ex)
             {
                 Log.PlacementLookupFailed(_logger, UserNames.ForLog(user), ex.Message);
+                source = "stale_cache";
                 if (_placements.TryGet(user, out cached, out _))
                 {
                     // An expired placement beats a guess while Consul is away.
@@ -113,6 +125,7 @@ internal sealed class ConsulDirectory : BackgroundService, IBackendDirectory
                 }
                 else if (_options.PlacementRequired)
                 {
+                    _metrics.DirectoryLookup("unavailable");
                     return new DirectoryResult(null, DirectorySource.Placement, "Consul unreachable and no cached placement");
                 }
                 else
@@ -124,14 +137,17 @@ internal sealed class ConsulDirectory : BackgroundService, IBackendDirectory
 
         if (placed is not null)
         {
+            _metrics.DirectoryLookup(source);
             return Resolve(view, placed);
         }
 
         if (_options.PlacementRequired)
         {
+            _metrics.DirectoryLookup(source);
             return new DirectoryResult(null, DirectorySource.Placement, "user has no placement");
         }
 
+        _metrics.DirectoryLookup("hash");
         var backend = view.Hash(user, _suspects.IsSuspect);
         return new DirectoryResult(backend, DirectorySource.Hash, backend is null ? "no healthy active backend" : null);
     }

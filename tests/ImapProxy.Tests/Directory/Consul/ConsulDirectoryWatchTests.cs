@@ -3,6 +3,8 @@ using System.Web;
 using ImapProxy.Configuration;
 using ImapProxy.Connections;
 using ImapProxy.Directory.Consul;
+using ImapProxy.Telemetry;
+using ImapProxy.Testing.Telemetry;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
 using Xunit;
@@ -15,6 +17,7 @@ public sealed class ConsulDirectoryWatchTests : IAsyncLifetime
     private const string HealthPath = "/v1/health/service/imap-backend";
     private readonly RecordedConsulHandlerFake _consul = new();
     private readonly CancellationTokenSource _stop = new(TimeSpan.FromSeconds(60));
+    private readonly TestMeterFactory _meters = new();
     private ConsulDirectory _directory = null!;
 
     private static string Instances(params (string Id, int Port, string Status)[] instances) =>
@@ -34,7 +37,7 @@ public sealed class ConsulDirectoryWatchTests : IAsyncLifetime
             },
         });
         var client = new ConsulClient(new HttpClient(_consul), options);
-        _directory = new ConsulDirectory(client, options, new SessionRegistry(), TimeProvider.System, NullLogger<ConsulDirectory>.Instance);
+        _directory = new ConsulDirectory(client, options, new SessionRegistry(), TimeProvider.System, new ImapProxyMetrics(_meters), NullLogger<ConsulDirectory>.Instance);
         return Task.CompletedTask;
     }
 
@@ -44,6 +47,7 @@ public sealed class ConsulDirectoryWatchTests : IAsyncLifetime
         await _directory.StopAsync(CancellationToken.None);
         _directory.Dispose();
         _stop.Dispose();
+        _meters.Dispose();
     }
 
     private async Task<string?> NextHealthIndexAsync()
