@@ -56,6 +56,9 @@ public sealed class RawImapClient : IAsyncDisposable
 
     public X509Certificate? RemoteCertificate => (_stream as SslStream)?.RemoteCertificate;
 
+    /// <summary>This client's address and port as the server sees them.</summary>
+    public IPEndPoint LocalEndPoint => (IPEndPoint)_socket.LocalEndPoint!;
+
     public Task SendAsync(string text) => SendAsync(Latin1.GetBytes(text));
 
     public async Task SendAsync(byte[] bytes)
