@@ -64,6 +64,9 @@ public sealed class TlsOptions
 
     /// <summary>Longest a client may take to complete a TLS handshake.</summary>
     public TimeSpan HandshakeTimeout { get; set; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>How often (at most, on handshakes) the PEM files are checked for a new certificate.</summary>
+    public TimeSpan ReloadCheckInterval { get; set; } = TimeSpan.FromSeconds(5);
 }
 
 public sealed class AdminOptions

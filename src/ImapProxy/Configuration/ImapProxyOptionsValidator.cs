@@ -45,6 +45,7 @@ internal sealed class ImapProxyOptionsValidator : IValidateOptions<ImapProxyOpti
         }
 
         CheckPositive(errors, $"{P}:Tls:HandshakeTimeout", options.Tls.HandshakeTimeout);
+        CheckPositive(errors, $"{P}:Tls:ReloadCheckInterval", options.Tls.ReloadCheckInterval);
 
         if (options.Admin.Enabled)
         {

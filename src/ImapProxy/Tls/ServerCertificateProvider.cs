@@ -15,8 +15,6 @@ namespace ImapProxy.Tls;
 /// </summary>
 internal sealed class ServerCertificateProvider : IDisposable
 {
-    private static readonly TimeSpan s_checkInterval = TimeSpan.FromSeconds(5);
-
     private readonly TlsOptions _options;
     private readonly ILogger<ServerCertificateProvider> _logger;
     private readonly TimeProvider _timeProvider;
@@ -61,20 +59,19 @@ internal sealed class ServerCertificateProvider : IDisposable
                 return current.Options;
             }
 
-            _nextCheck = now + (long)(s_checkInterval.TotalSeconds * _timeProvider.TimestampFrequency);
-            var stamp = Stamp();
-            if (current is not null && current.Stamp == stamp)
-            {
-                return current.Options;
-            }
-
+            _nextCheck = now + (long)(_options.ReloadCheckInterval.TotalSeconds * _timeProvider.TimestampFrequency);
             try
             {
+                var stamp = Stamp();
+                if (current is not null && current.Stamp == stamp)
+                {
+                    return current.Options;
+                }
+
+                // The previous certificate is not disposed: handshakes in flight may still be using it.
                 var loaded = Load(stamp);
                 _current = loaded;
-                var previous = current;
                 Log.CertificateLoaded(_logger, loaded.Certificate.Subject, loaded.Certificate.NotAfter, loaded.Certificate.Thumbprint);
-                previous?.Certificate.Dispose();
                 return loaded.Options;
             }
             catch (Exception ex) when (current is not null && ex is IOException or System.Security.Cryptography.CryptographicException or ArgumentException)
@@ -87,14 +84,19 @@ internal sealed class ServerCertificateProvider : IDisposable
 
     public void Dispose() => _current?.Certificate.Dispose();
 
-    private (DateTime, DateTime, long, long) Stamp()
+    /// <summary>
+    /// A hash of both files' contents. Timestamps would not do: a Kubernetes Secret volume swaps a symlinked
+    /// directory, and the file paths themselves never change.
+    /// </summary>
+    private string Stamp()
     {
-        var cert = new FileInfo(_options.CertificateFile!);
-        var key = new FileInfo(_options.KeyFile!);
-        return (cert.LastWriteTimeUtc, key.LastWriteTimeUtc, cert.Exists ? cert.Length : -1, key.Exists ? key.Length : -1);
+        using var hash = System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256);
+        hash.AppendData(File.ReadAllBytes(_options.CertificateFile!));
+        hash.AppendData(File.ReadAllBytes(_options.KeyFile!));
+        return Convert.ToHexString(hash.GetHashAndReset());
     }
 
-    private Loaded Load((DateTime, DateTime, long, long) stamp)
+    private Loaded Load(string stamp)
     {
         var certificate = X509Certificate2.CreateFromPemFile(_options.CertificateFile!, _options.KeyFile!);
         var chain = new X509Certificate2Collection();
@@ -119,5 +121,5 @@ internal sealed class ServerCertificateProvider : IDisposable
         return new Loaded(certificate, options, stamp);
     }
 
-    private sealed record Loaded(X509Certificate2 Certificate, SslServerAuthenticationOptions Options, (DateTime, DateTime, long, long) Stamp);
+    private sealed record Loaded(X509Certificate2 Certificate, SslServerAuthenticationOptions Options, string Stamp);
 }

@@ -21,6 +21,7 @@ public sealed class RawImapClient : IAsyncDisposable
     private int _end;
 
     private readonly X509Certificate2? _serverCertificate;
+    private bool _acceptAnyCertificate;
 
     private RawImapClient(Socket socket, X509Certificate2? serverCertificate)
     {
@@ -35,7 +36,8 @@ public sealed class RawImapClient : IAsyncDisposable
     /// <param name="localAddress">Source address (e.g. 127.0.0.7) so tests look like distinct clients.</param>
     /// <param name="implicitTls">Start TLS at once (993-style).</param>
     /// <param name="serverCertificate">The self-signed certificate the server must present (pinned).</param>
-    public static async Task<RawImapClient> ConnectAsync(IPEndPoint endPoint, IPAddress? localAddress = null, bool implicitTls = false, X509Certificate2? serverCertificate = null)
+    /// <param name="acceptAnyCertificate">Accept whatever certificate is shown (tests that inspect it).</param>
+    public static async Task<RawImapClient> ConnectAsync(IPEndPoint endPoint, IPAddress? localAddress = null, bool implicitTls = false, X509Certificate2? serverCertificate = null, bool acceptAnyCertificate = false)
     {
         ArgumentNullException.ThrowIfNull(endPoint);
         var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
@@ -45,7 +47,7 @@ public sealed class RawImapClient : IAsyncDisposable
         }
 
         await socket.ConnectAsync(endPoint);
-        var client = new RawImapClient(socket, serverCertificate);
+        var client = new RawImapClient(socket, serverCertificate) { _acceptAnyCertificate = acceptAnyCertificate };
         if (implicitTls)
         {
             await client.UpgradeToTlsAsync();
@@ -184,7 +186,7 @@ public sealed class RawImapClient : IAsyncDisposable
         }
 
         var tls = new SslStream(_stream, leaveInnerStreamOpen: false, (_, certificate, _, errors) =>
-            errors == SslPolicyErrors.None ||
+            errors == SslPolicyErrors.None || _acceptAnyCertificate ||
             (_serverCertificate is not null && certificate is not null && certificate.GetRawCertData().AsSpan().SequenceEqual(_serverCertificate.RawData)));
         await tls.AuthenticateAsClientAsync(new SslClientAuthenticationOptions { TargetHost = "localhost" });
         _stream = tls;
