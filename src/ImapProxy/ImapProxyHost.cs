@@ -168,6 +168,17 @@ public static class ImapProxyHost
         {
             kestrel.Listen(IPAddress.Parse(listener.Address), listener.Port, listen =>
             {
+                if (listener.ProxyProtocol)
+                {
+                    // Before TLS: the header comes first on the wire.
+                    var proxyHeader = new ProxyProtocolMiddleware(
+                        listener,
+                        options.Tls.HandshakeTimeout,
+                        services.GetRequiredService<TimeProvider>(),
+                        services.GetRequiredService<ILoggerFactory>().CreateLogger<ProxyProtocolMiddleware>());
+                    listen.Use(next => connection => proxyHeader.InvokeAsync(connection, next));
+                }
+
                 if (listener.Tls == ListenerTls.Implicit)
                 {
                     listen.UseHttps(new TlsHandshakeCallbackOptions

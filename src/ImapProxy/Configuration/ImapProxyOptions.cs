@@ -52,6 +52,12 @@ public sealed class ListenerOptions
     public int Port { get; set; } = 143;
 
     public ListenerTls Tls { get; set; } = ListenerTls.StartTls;
+
+    /// <summary>Every connection starts with a PROXY protocol header (v1 or v2) from a load balancer.</summary>
+    public bool ProxyProtocol { get; set; }
+
+    /// <summary>CIDRs the PROXY header is accepted from; connections from elsewhere are closed.</summary>
+    public List<string> ProxyProtocolTrustedNetworks { get; set; } = [];
 }
 
 public sealed class TlsOptions

@@ -36,6 +36,18 @@ internal sealed class ImapProxyOptionsValidator : IValidateOptions<ImapProxyOpti
 
             CheckPort(errors, $"{key}:Port", listener.Port, allowZero: true);
             needsCertificate |= listener.Tls != ListenerTls.None;
+            if (listener.ProxyProtocol && listener.ProxyProtocolTrustedNetworks.Count == 0)
+            {
+                errors.Add($"{key}:ProxyProtocolTrustedNetworks must list the load balancers' CIDRs when ProxyProtocol is on.");
+            }
+
+            for (var n = 0; n < listener.ProxyProtocolTrustedNetworks.Count; n++)
+            {
+                if (!IPNetwork.TryParse(listener.ProxyProtocolTrustedNetworks[n], out _))
+                {
+                    errors.Add($"{key}:ProxyProtocolTrustedNetworks:{n} must be a CIDR (got '{listener.ProxyProtocolTrustedNetworks[n]}').");
+                }
+            }
         }
 
         if (needsCertificate)

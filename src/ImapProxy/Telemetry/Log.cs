@@ -78,4 +78,7 @@ internal static partial class Log
 
     [LoggerMessage(40, LogLevel.Information, "Deregistered {ServiceId} from Consul")]
     public static partial void ConsulDeregistered(ILogger logger, string serviceId);
+
+    [LoggerMessage(16, LogLevel.Warning, "Closing connection from {Peer} on {Listener}: PROXY protocol {Reason}")]
+    public static partial void ProxyHeaderRejected(ILogger logger, string peer, string listener, string reason);
 }

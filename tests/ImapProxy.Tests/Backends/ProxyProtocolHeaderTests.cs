@@ -35,4 +35,17 @@ public class ProxyProtocolHeaderTests
         Assert.Equal(0x21, header[13]);
         Assert.Equal(16 + 36, header.Length);
     }
+
+    [Theory]
+    [InlineData("192.0.2.1", 50000, "198.51.100.2", 993)]
+    [InlineData("2001:db8::7", 1234, "2001:db8::8", 143)]
+    public void CreateV2_IsReadBackByTheListenersParser(string source, int sourcePort, string destination, int destinationPort)
+    {
+        var header = ProxyProtocolHeader.CreateV2(new IPEndPoint(IPAddress.Parse(source), sourcePort), new IPEndPoint(IPAddress.Parse(destination), destinationPort));
+        var reader = new System.Buffers.SequenceReader<byte>(new System.Buffers.ReadOnlySequence<byte>(header));
+        Assert.Equal(ImapProxy.Protocol.ProxyProtocol.ProxyHeaderStatus.Complete, ImapProxy.Protocol.ProxyProtocol.ProxyHeaderParser.TryParse(ref reader, out var parsed));
+        Assert.Equal(new IPEndPoint(IPAddress.Parse(source), sourcePort), parsed.Source);
+        Assert.Equal(new IPEndPoint(IPAddress.Parse(destination), destinationPort), parsed.Destination);
+        Assert.Equal(header.Length, reader.Consumed);
+    }
 }
