@@ -31,6 +31,8 @@ public static class ImapProxyHost
 {
     public const string AdminListenerName = "admin";
 
+    private const string InlineCompletionsVariable = "DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS";
+
     /// <summary>
     /// Configuration: appsettings.json, an optional JSON file (--config PATH or IMAPPROXY_CONFIG), environment
     /// (ImapProxy__Section__Key), command line; later sources win.
@@ -49,6 +51,19 @@ public static class ImapProxyHost
         }
 
         configure?.Invoke(builder.Configuration);
+
+        var inlineIo = builder.Configuration.GetValue($"{ImapProxyOptions.SectionName}:Performance:InlineIo", defaultValue: true);
+        if (inlineIo && Environment.GetEnvironmentVariable(InlineCompletionsVariable) is null)
+        {
+            // Read once by the socket engine when the first socket starts async I/O, which has not happened yet.
+            Environment.SetEnvironmentVariable(InlineCompletionsVariable, "1");
+        }
+
+        builder.WebHost.UseSockets(sockets => sockets.UnsafePreferInlineScheduling = inlineIo);
+
+        // I/O may run inline on the socket threads: a full log queue must drop lines, never block them.
+        builder.Services.Configure<Microsoft.Extensions.Logging.Console.ConsoleLoggerOptions>(console =>
+            console.QueueFullMode = Microsoft.Extensions.Logging.Console.ConsoleLoggerQueueFullMode.DropWrite);
 
         var services = builder.Services;
         services.AddOptions<ImapProxyOptions>()
