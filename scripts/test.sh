@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's "run every test" command, and what CI runs (.ci/run calls exactly this).
 # Installs what the tests need (idempotent), builds the solution, runs every test project against real
-# Dovecot instances the fixtures start on loopback, and ends with one summary line: "N passed, N failed".
+# Dovecot instances and Consul agents the fixtures start on loopback, runs the benchmark in quick mode, and
+# ends with one summary line: "N passed, N failed".
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -43,5 +44,13 @@ done
 if ((passed == 0)); then
   status=1
 fi
+
+# The benchmark in quick mode: a few seconds per figure against every peer, so it never rots (issue 5).
+echo "== benchmark (bench/run.sh --quick)"
+if ! bash bench/run.sh --quick; then
+  echo "benchmark: FAILED (see the table above and .run/bench/log)"
+  status=1
+fi
+
 echo "$passed passed, $failed failed"
 exit "$status"
