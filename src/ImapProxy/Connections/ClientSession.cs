@@ -57,12 +57,6 @@ internal sealed class ClientSession
     public async Task RunAsync()
     {
         var started = Stopwatch.GetTimestamp();
-        var options = _services.Options;
-        var machine = new PreAuthMachine(
-            _services.PreAuthSettings,
-            tlsActive: _listener.Tls == ListenerTls.Implicit,
-            startTlsOffered: _listener.Tls == ListenerTls.StartTls,
-            plaintextAllowedWithoutTls: _services.TrustedNetworks.Contains(_client.Address));
 
         // The pre-auth span runs from accept to hand-over; its trace id is the session id the backend logs.
         _preAuthActivity = ImapProxyActivities.Source.StartActivity("imap.preauth", ActivityKind.Server);
@@ -71,32 +65,18 @@ internal sealed class ClientSession
         _sessionId = _preAuthActivity?.TraceId.ToHexString() ?? ActivityTraceId.CreateRandom().ToHexString();
         _metrics.ConnectionOpened(_listener.Name, TlsMode);
 
-        using var preAuthTimeout = new CancellationTokenSource(options.PreAuth.Timeout, _services.TimeProvider);
-        using var preAuth = CancellationTokenSource.CreateLinkedTokenSource(preAuthTimeout.Token, _connection.ConnectionClosed, _services.Shutdown.Stopping);
         BackendConnection? backend = null;
         SpliceResult splice = default;
         using var scope = Log.SessionScope(_services.Logger, _sessionId);
         Log.ConnectionAccepted(_services.Logger, _client, _listener.Name);
         try
         {
-            machine.WriteGreeting(_output);
-            await _output.FlushAsync(preAuth.Token);
-            backend = await RunPreAuthAsync(machine, preAuth.Token);
+            backend = await PreAuthPhaseAsync();
             EndPreAuthSpan(backend is not null);
             if (backend is not null)
             {
                 splice = await SpliceAsync(backend);
             }
-        }
-        catch (OperationCanceledException) when (preAuthTimeout.IsCancellationRequested)
-        {
-            _reason = "pre-auth timeout";
-            await TryWriteByeAsync("Disconnected for inactivity.");
-        }
-        catch (OperationCanceledException) when (_services.Shutdown.Stopping.IsCancellationRequested)
-        {
-            _reason = "shutdown";
-            await TryWriteByeAsync("Server shutting down.");
         }
         catch (Exception ex) when (ex is OperationCanceledException or IOException or ConnectionResetException or ConnectionAbortedException)
         {
@@ -110,7 +90,6 @@ internal sealed class ClientSession
         finally
         {
             EndPreAuthSpan(handedOver: false);
-            machine.PendingLogin?.Dispose();
             if (backend is not null)
             {
                 await backend.DisposeAsync();
@@ -134,6 +113,43 @@ internal sealed class ClientSession
                 splice.BytesFromClient,
                 splice.BytesFromBackend,
                 Stopwatch.GetElapsedTime(started).TotalSeconds);
+        }
+    }
+
+    /// <summary>
+    /// Greeting to hand-over. Everything it needs (dialogue state, timers) lives only here, so a spliced session
+    /// keeps none of it for its hours of IDLE. Null means the connection ends (logout, timeout, errors).
+    /// </summary>
+    private async Task<BackendConnection?> PreAuthPhaseAsync()
+    {
+        var machine = new PreAuthMachine(
+            _services.PreAuthSettings,
+            tlsActive: _listener.Tls == ListenerTls.Implicit,
+            startTlsOffered: _listener.Tls == ListenerTls.StartTls,
+            plaintextAllowedWithoutTls: _services.TrustedNetworks.Contains(_client.Address));
+        using var preAuthTimeout = new CancellationTokenSource(_services.Options.PreAuth.Timeout, _services.TimeProvider);
+        using var preAuth = CancellationTokenSource.CreateLinkedTokenSource(preAuthTimeout.Token, _connection.ConnectionClosed, _services.Shutdown.Stopping);
+        try
+        {
+            machine.WriteGreeting(_output);
+            await _output.FlushAsync(preAuth.Token);
+            return await RunPreAuthAsync(machine, preAuth.Token);
+        }
+        catch (OperationCanceledException) when (preAuthTimeout.IsCancellationRequested)
+        {
+            _reason = "pre-auth timeout";
+            await TryWriteByeAsync("Disconnected for inactivity.");
+            return null;
+        }
+        catch (OperationCanceledException) when (_services.Shutdown.Stopping.IsCancellationRequested)
+        {
+            _reason = "shutdown";
+            await TryWriteByeAsync("Server shutting down.");
+            return null;
+        }
+        finally
+        {
+            machine.PendingLogin?.Dispose();
         }
     }
 
