@@ -6,6 +6,7 @@ using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using ImapProxy.Testing.Processes;
 
 namespace ImapProxy.Testing.Consul;
 
@@ -21,6 +22,8 @@ namespace ImapProxy.Testing.Consul;
 /// </remarks>
 public sealed class ConsulAgent : IAsyncDisposable
 {
+    private static readonly InstanceDirectories s_instances = new("imapproxy-consul", "consul");
+
     private const string ConsulPath = "/usr/bin/consul";
     private const int MaxPortAttempts = 5;
     private const int MaxOutputChars = 64 * 1024;
@@ -77,12 +80,12 @@ public sealed class ConsulAgent : IAsyncDisposable
             throw new InvalidOperationException($"{ConsulPath} not found: install Consul with scripts/install-deps.sh.");
         }
 
-        await ConsulProcesses.PrepareAsync(cancellationToken);
+        await s_instances.PrepareAsync(cancellationToken);
 
         var id = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(5));
-        var directory = Path.Combine(ConsulProcesses.RootDirectory, id);
+        var directory = Path.Combine(s_instances.RootDirectory, id);
         System.IO.Directory.CreateDirectory(directory);
-        ConsulProcesses.WriteOwner(directory);
+        InstanceDirectories.WriteOwner(directory);
         for (var attempt = 1; ; attempt++)
         {
             // Another process may take a port between our probe and Consul's bind: pick again.
@@ -632,7 +635,7 @@ public sealed class ConsulAgent : IAsyncDisposable
         }
 
         // Belt and braces: nothing else may still run against this directory (and hold our ports).
-        await ConsulProcesses.KillAllAsync(DataDirectory, s_stopTimeout);
+        await s_instances.KillAllAsync(DataDirectory, s_stopTimeout);
     }
 
     private void OnOutput(object sender, DataReceivedEventArgs e)

@@ -1,5 +1,7 @@
 using System.Globalization;
 
+using ImapProxy.Testing.Processes;
+
 namespace ImapProxy.Testing.Dovecot;
 
 /// <summary>
@@ -82,7 +84,7 @@ internal static class DovecotHost
     public static void WriteOwner(string instanceDirectory)
     {
         var pid = Environment.ProcessId;
-        var startTime = DovecotProcesses.ReadStartTime(pid) ?? 0;
+        var startTime = InstanceDirectories.ReadStartTime(pid) ?? 0;
         File.WriteAllText(Path.Combine(instanceDirectory, OwnerFileName), string.Create(CultureInfo.InvariantCulture, $"{pid} {startTime}\n"));
     }
 
@@ -179,6 +181,6 @@ internal static class DovecotHost
             return true;
         }
 
-        return DovecotProcesses.ReadStartTime(pid) != startTime;
+        return InstanceDirectories.ReadStartTime(pid) != startTime;
     }
 }

@@ -57,33 +57,6 @@ internal static class DovecotProcesses
         }
     }
 
-    /// <summary>The process start time (clock ticks since boot), which tells a live owner from a reused pid.</summary>
-    public static long? ReadStartTime(int pid)
-    {
-        string stat;
-        try
-        {
-            stat = File.ReadAllText($"/proc/{pid}/stat");
-        }
-        catch (Exception exception) when (exception is IOException or UnauthorizedAccessException)
-        {
-            return null;
-        }
-
-        // The command name (field 2) may hold spaces and parentheses: count fields after the last ')'.
-        var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
-        if (fields[0] is "Z" or "X")
-        {
-            // A zombie (killed, not yet reaped) keeps its pid and start time but is dead.
-            return null;
-        }
-
-        const int StartTimeIndex = 22 - 3;
-        return fields.Length > StartTimeIndex && long.TryParse(fields[StartTimeIndex], NumberStyles.None, CultureInfo.InvariantCulture, out var ticks)
-            ? ticks
-            : null;
-    }
-
     private static string? ReadCommandLine(int pid)
     {
         try

@@ -1,60 +1,61 @@
 using System.Diagnostics;
 using System.Globalization;
 
-namespace ImapProxy.Testing.Consul;
+namespace ImapProxy.Testing.Processes;
 
 /// <summary>
-/// The directories of all test agents and the removal of agents left running by test processes that died.
-/// An agent's command line holds its own directory (<c>-data-dir DIR/data</c>), which identifies it in /proc.
+/// The directories of one kind of external test server (Consul agents, Prometheus servers) under a common root,
+/// and the removal of servers left running by test processes that died. A server's command line names its own
+/// directory, which identifies it in /proc; only processes of the given executable are ever killed.
 /// </summary>
-internal static class ConsulProcesses
+internal sealed class InstanceDirectories(string rootName, string executable)
 {
     private const string OwnerFileName = "owner";
 
-    private static readonly SemaphoreSlim s_gate = new(1, 1);
-    private static bool s_prepared;
+    private readonly SemaphoreSlim _gate = new(1, 1);
+    private bool _prepared;
 
-    /// <summary>Every agent's directory lives under this root.</summary>
-    public static string RootDirectory { get; } = ChooseRoot();
+    /// <summary>Every instance's directory lives under this root.</summary>
+    public string RootDirectory { get; } = ChooseRoot(rootName);
 
-    /// <summary>Creates the root and, once per process, kills and removes the agents of dead test processes.</summary>
-    public static async Task PrepareAsync(CancellationToken cancellationToken)
+    /// <summary>Creates the root and, once per process, kills and removes the instances of dead test processes.</summary>
+    public async Task PrepareAsync(CancellationToken cancellationToken)
     {
-        if (Volatile.Read(ref s_prepared))
+        if (Volatile.Read(ref _prepared))
         {
             return;
         }
 
-        await s_gate.WaitAsync(cancellationToken);
+        await _gate.WaitAsync(cancellationToken);
         try
         {
-            if (s_prepared)
+            if (_prepared)
             {
                 return;
             }
 
             System.IO.Directory.CreateDirectory(RootDirectory);
-            await RemoveOrphanedAgentsAsync();
-            Volatile.Write(ref s_prepared, true);
+            await RemoveOrphanedAsync();
+            Volatile.Write(ref _prepared, true);
         }
         finally
         {
-            s_gate.Release();
+            _gate.Release();
         }
     }
 
-    /// <summary>Records which process owns an agent directory, so a later run can tell it was orphaned.</summary>
-    public static void WriteOwner(string agentDirectory)
+    /// <summary>Records which process owns an instance directory, so a later run can tell it was orphaned.</summary>
+    public static void WriteOwner(string directory)
     {
         var pid = Environment.ProcessId;
         var startTime = ReadStartTime(pid) ?? 0;
-        File.WriteAllText(Path.Combine(agentDirectory, OwnerFileName), string.Create(CultureInfo.InvariantCulture, $"{pid} {startTime}\n"));
+        File.WriteAllText(Path.Combine(directory, OwnerFileName), string.Create(CultureInfo.InvariantCulture, $"{pid} {startTime}\n"));
     }
 
-    /// <summary>Kills every consul process whose command line mentions the agent directory; waits (bounded) until none is left.</summary>
-    public static async Task KillAllAsync(string agentDirectory, TimeSpan timeout)
+    /// <summary>Kills every process of the executable whose command line mentions the directory; waits (bounded) until none is left.</summary>
+    public async Task KillAllAsync(string directory, TimeSpan timeout)
     {
-        var marker = agentDirectory.TrimEnd('/') + "/";
+        var marker = directory.TrimEnd('/') + "/";
         var start = Stopwatch.GetTimestamp();
         while (true)
         {
@@ -66,7 +67,7 @@ internal static class ConsulProcesses
 
             if (Stopwatch.GetElapsedTime(start) > timeout)
             {
-                throw new TimeoutException($"Consul agent {agentDirectory} still has processes {string.Join(", ", pids)} after {timeout}.");
+                throw new TimeoutException($"{executable} in {directory} still has processes {string.Join(", ", pids)} after {timeout}.");
             }
 
             foreach (var pid in pids)
@@ -78,7 +79,7 @@ internal static class ConsulProcesses
         }
     }
 
-    private static string ChooseRoot()
+    private static string ChooseRoot(string rootName)
     {
         var temp = Path.GetTempPath();
         if (temp.Length > 40 || temp.Any(char.IsWhiteSpace))
@@ -86,10 +87,10 @@ internal static class ConsulProcesses
             temp = "/tmp";
         }
 
-        return Path.Combine(temp, "imapproxy-consul");
+        return Path.Combine(temp, rootName);
     }
 
-    private static async Task RemoveOrphanedAgentsAsync()
+    private async Task RemoveOrphanedAsync()
     {
         foreach (var directory in System.IO.Directory.EnumerateDirectories(RootDirectory))
         {
@@ -98,7 +99,7 @@ internal static class ConsulProcesses
                 continue;
             }
 
-            // Best effort: a leftover agent holds only its own directory and ports, so it cannot block a new
+            // Best effort: a leftover instance holds only its own directory and ports, so it cannot block a new
             // one; failing to remove it must not fail this test run.
             try
             {
@@ -140,15 +141,15 @@ internal static class ConsulProcesses
         return ReadStartTime(pid) != startTime;
     }
 
-    private static List<int> Find(string marker)
+    private List<int> Find(string marker)
     {
         var pids = new List<int>();
         foreach (var entry in System.IO.Directory.EnumerateDirectories("/proc"))
         {
-            // Only consul itself: a shell or an editor looking at the directory is not ours to kill.
+            // Only the server itself: a shell or an editor looking at the directory is not ours to kill.
             if (int.TryParse(Path.GetFileName(entry), NumberStyles.None, CultureInfo.InvariantCulture, out var pid) &&
                 ReadCommandLine(pid) is { } commandLine &&
-                Path.GetFileName(commandLine.Split(' ', 2)[0]) == "consul" &&
+                Path.GetFileName(commandLine.Split(' ', 2)[0]) == executable &&
                 commandLine.Contains(marker, StringComparison.Ordinal))
             {
                 pids.Add(pid);
@@ -162,7 +163,7 @@ internal static class ConsulProcesses
     /// The start time (clock ticks since boot) of a live process, which tells a live owner from a reused pid;
     /// null when the process is gone or a zombie.
     /// </summary>
-    private static long? ReadStartTime(int pid)
+    public static long? ReadStartTime(int pid)
     {
         string stat;
         try
