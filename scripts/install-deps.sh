@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system packages the tests and the local cluster need, if they are missing:
-# Dovecot (imapd + pop3d), openssl, curl and the Consul agent. Idempotent: does nothing (and prints
+# Dovecot (imapd + pop3d), openssl, curl, Prometheus (the server the telemetry tests scrape with, and
+# promtool, which checks deploy/prometheus/*.yml) and the Consul agent. Idempotent: does nothing (and prints
 # nothing) when all are present; runs `apt-get update` at most once, and only when something must be
 # installed. Never starts a service: a temporary policy-rc.d denies service starts during the install.
 #
@@ -11,7 +12,7 @@
 # installed as consul/bullseye. Both files are written only if absent, so an administrator's edits survive.
 set -euo pipefail
 
-readonly PACKAGES=(dovecot-imapd dovecot-pop3d openssl curl)
+readonly PACKAGES=(dovecot-imapd dovecot-pop3d openssl curl prometheus)
 readonly CONSUL_PACKAGE=consul
 readonly CONSUL_RELEASE=bullseye
 readonly CONSUL_SOURCE=/etc/apt/sources.list.d/imapproxy-bullseye.sources
@@ -154,7 +155,9 @@ if ((EUID != 0)); then
 fi
 
 # A policy-rc.d that answers 101 ("action forbidden") keeps maintainer scripts from starting
-# Dovecot's (or Consul's) init service; only install ours if the machine has none, and always remove it again.
+# Dovecot's, Prometheus's (or Consul's) init service: their postinsts start them through invoke-rc.d, which
+# asks policy-rc.d first (and deb-systemd-invoke only acts when systemd runs). Only install ours if the
+# machine has none, and always remove it again.
 policy_rc=/usr/sbin/policy-rc.d
 own_policy_rc=0
 apt_log="$(mktemp)"

@@ -179,6 +179,7 @@ public static class ImapProxyHost
         var certificates = services.GetRequiredService<ServerCertificateProvider>();
         certificates.EnsureLoaded();
 
+        var metrics = services.GetRequiredService<ImapProxyMetrics>();
         foreach (var listener in options.Listeners)
         {
             kestrel.Listen(IPAddress.Parse(listener.Address), listener.Port, listen =>
@@ -194,6 +195,21 @@ public static class ImapProxyHost
                     listen.Use(next => connection => proxyHeader.InvokeAsync(connection, next));
                 }
 
+                // Outside TLS, so that a connection whose implicit-TLS handshake fails (Kestrel's middleware ends
+                // it without calling the handler) is still counted.
+                listen.Use(next => async connection =>
+                {
+                    var feature = new ListenerFeature(listener);
+                    connection.Features.Set(feature);
+                    await next(connection);
+                    if (!feature.SessionStarted)
+                    {
+                        metrics.ConnectionOpened(listener.Name, "implicit");
+                        metrics.TlsHandshakeFailed(listener.Name);
+                        metrics.ConnectionClosed(listener.Name);
+                    }
+                });
+
                 if (listener.Tls == ListenerTls.Implicit)
                 {
                     listen.UseHttps(new TlsHandshakeCallbackOptions
@@ -203,12 +219,6 @@ public static class ImapProxyHost
                     });
                 }
 
-                var feature = new ListenerFeature(listener);
-                listen.Use(next => connection =>
-                {
-                    connection.Features.Set(feature);
-                    return next(connection);
-                });
                 listen.UseConnectionHandler<ImapConnectionHandler>();
                 registry.Add(listener.Name, listen);
             });

@@ -144,7 +144,12 @@ internal sealed class BackendConnector
             handover.ConnectedAt = _timeProvider.GetTimestamp();
             handover.Phase?.Stop();
             handover.Phase = ImapProxyActivities.Source.StartActivity("imap.backend.authenticate", ActivityKind.Client);
-            handover.Phase?.SetTag("imapproxy.backend", backend.Id).SetTag("imapproxy.login.mechanism", credentials.Mechanism.ToString());
+            handover.Phase?.SetTag("imapproxy.backend", backend.Id).SetTag("imapproxy.login.mechanism", credentials.Mechanism switch
+            {
+                LoginMechanism.Plain => "plain",
+                LoginMechanism.SaslLogin => "sasl_login",
+                _ => "login",
+            });
 
             if (_options.ForwardClientId && CapabilityList.Contains(capabilities, "ID"u8))
             {
