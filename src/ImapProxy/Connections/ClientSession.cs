@@ -465,7 +465,11 @@ internal sealed class ClientSession
             ResponseWriter.WriteUntaggedStatus(_output, ImapStatus.Bye, default, System.Text.Encoding.ASCII.GetBytes(text));
             // A client that does not read must not hold the session open.
             using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(2), _services.TimeProvider);
-            await _output.FlushAsync(timeout.Token);
+            if ((await _output.FlushAsync(timeout.Token)).IsCanceled && !timeout.IsCancellationRequested)
+            {
+                // The splice's stop cancelled this flush (it cancels "the next flush" when none was pending).
+                await _output.FlushAsync(timeout.Token);
+            }
         }
         catch (Exception ex) when (ex is OperationCanceledException or IOException or InvalidOperationException or ConnectionResetException or ConnectionAbortedException)
         {

@@ -19,34 +19,36 @@ internal static class Splicer
 
     public static async Task<SpliceResult> RunAsync(PipeReader clientInput, PipeWriter clientOutput, BackendConnection backend, ImapProxyMetrics metrics, CancellationToken cancellationToken)
     {
-        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         var counters = new Counters();
         var boundary = new ResponseBoundaryTracker();
-        var upstream = ClientToBackendAsync(clientInput, backend.Stream, counters, metrics, stop.Token);
-        var downstream = BackendToClientAsync(backend, clientOutput, counters, boundary, metrics, stop.Token);
+        var upstream = ClientToBackendAsync(clientInput, backend.Stream, counters, metrics);
+        var downstream = BackendToClientAsync(backend, clientOutput, counters, boundary, metrics, cancellationToken);
 
-        var first = await Task.WhenAny(upstream, downstream);
-        await stop.CancelAsync();
-        var results = await Task.WhenAll(upstream, downstream);
+        // Loops are stopped without exceptions (the session's end is an outcome, and thousands of sessions ending
+        // at once must not cost thousands of throws): the client read and flush are cancelled through the pipe,
+        // the backend read ends because the backend socket is shut down. Only a flush stuck on a client that does
+        // not read is cancelled by the token (CancelPendingFlush would also cancel the flush of the BYE that follows).
+        var stopper = new Stopper(clientInput, backend);
+        Task first;
+        using (cancellationToken.UnsafeRegister(static state => ((Stopper)state!).Stop(), stopper))
+        {
+            first = await Task.WhenAny(upstream, downstream);
+            stopper.Stop();
+            await Task.WhenAll(upstream, downstream);
+        }
 
-        var outcome = cancellationToken.IsCancellationRequested
-            ? SpliceOutcome.Cancelled
-            : first == upstream ? results[0] : results[1];
+        var outcome = cancellationToken.IsCancellationRequested ? SpliceOutcome.Cancelled : await (Task<SpliceOutcome>)first;
         return new SpliceResult(outcome, counters.FromClient, counters.FromBackend, boundary.AtLineStart, boundary.SawBye);
     }
 
-    private static async Task<SpliceOutcome> ClientToBackendAsync(PipeReader input, Stream backend, Counters counters, ImapProxyMetrics metrics, CancellationToken cancellationToken)
+    private static async Task<SpliceOutcome> ClientToBackendAsync(PipeReader input, Stream backend, Counters counters, ImapProxyMetrics metrics)
     {
         while (true)
         {
             ReadResult result;
             try
             {
-                result = await input.ReadAsync(cancellationToken);
-            }
-            catch (OperationCanceledException)
-            {
-                return SpliceOutcome.Cancelled;
+                result = await input.ReadAsync();
             }
             catch (Exception ex) when (IsConnectionError(ex))
             {
@@ -58,15 +60,11 @@ internal static class Splicer
             {
                 foreach (var segment in buffer)
                 {
-                    await backend.WriteAsync(segment, cancellationToken);
+                    await backend.WriteAsync(segment);
                 }
 
                 counters.FromClient += buffer.Length;
                 metrics.ClientToBackend(buffer.Length);
-            }
-            catch (OperationCanceledException)
-            {
-                return SpliceOutcome.Cancelled;
             }
             catch (Exception ex) when (IsConnectionError(ex))
             {
@@ -77,14 +75,19 @@ internal static class Splicer
                 input.AdvanceTo(buffer.End);
             }
 
-            if (result.IsCompleted || result.IsCanceled)
+            if (result.IsCanceled)
+            {
+                return SpliceOutcome.Cancelled;
+            }
+
+            if (result.IsCompleted)
             {
                 return SpliceOutcome.ClientClosed;
             }
         }
     }
 
-    private static async Task<SpliceOutcome> BackendToClientAsync(BackendConnection backend, PipeWriter output, Counters counters, ResponseBoundaryTracker boundary, ImapProxyMetrics metrics, CancellationToken cancellationToken)
+    private static async Task<SpliceOutcome> BackendToClientAsync(BackendConnection backend, PipeWriter output, Counters counters, ResponseBoundaryTracker boundary, ImapProxyMetrics metrics, CancellationToken flushCancellation)
     {
         try
         {
@@ -100,9 +103,10 @@ internal static class Splicer
                 counters.FromBackend += leftover.Buffer.Length;
                 metrics.BackendToClient(leftover.Buffer.Length);
                 backend.Input.AdvanceTo(leftover.Buffer.End);
-                if ((await output.FlushAsync(cancellationToken)).IsCompleted)
+                var first = await output.FlushAsync(flushCancellation);
+                if (first.IsCanceled || first.IsCompleted)
                 {
-                    return SpliceOutcome.ClientClosed;
+                    return first.IsCanceled ? SpliceOutcome.Cancelled : SpliceOutcome.ClientClosed;
                 }
             }
 
@@ -113,14 +117,14 @@ internal static class Splicer
                 if (!lastReadFilled)
                 {
                     // Wait for data without holding a buffer (idle IDLE sessions cost no memory here).
-                    _ = await stream.ReadAsync(Memory<byte>.Empty, cancellationToken);
+                    _ = await stream.ReadAsync(Memory<byte>.Empty, CancellationToken.None);
                 }
 
                 var memory = output.GetMemory(BackendReadSize);
                 int read;
                 try
                 {
-                    read = await stream.ReadAsync(memory, cancellationToken);
+                    read = await stream.ReadAsync(memory, CancellationToken.None);
                 }
                 catch (Exception ex) when (IsConnectionError(ex))
                 {
@@ -140,11 +144,16 @@ internal static class Splicer
                 FlushResult flush;
                 try
                 {
-                    flush = await output.FlushAsync(cancellationToken);
+                    flush = await output.FlushAsync(flushCancellation);
                 }
                 catch (Exception ex) when (IsConnectionError(ex))
                 {
                     return SpliceOutcome.ClientError;
+                }
+
+                if (flush.IsCanceled)
+                {
+                    return SpliceOutcome.Cancelled;
                 }
 
                 if (flush.IsCompleted)
@@ -166,6 +175,31 @@ internal static class Splicer
     private static bool IsConnectionError(Exception ex) =>
         ex is IOException or SocketException or ObjectDisposedException or InvalidOperationException or
             Microsoft.AspNetCore.Connections.ConnectionResetException or Microsoft.AspNetCore.Connections.ConnectionAbortedException;
+
+    /// <summary>Ends both loops, once; safe to call from the kick or shutdown callback and from the splice itself.</summary>
+    private sealed class Stopper(PipeReader clientInput, BackendConnection backend)
+    {
+        private int _stopped;
+
+        public void Stop()
+        {
+            if (Interlocked.Exchange(ref _stopped, 1) != 0)
+            {
+                return;
+            }
+
+            clientInput.CancelPendingRead();
+            try
+            {
+                // A pending receive on the backend then completes with 0 bytes; nothing more is sent.
+                backend.Socket.Shutdown(SocketShutdown.Both);
+            }
+            catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+            {
+                // Already closed by the peer or disposed: the loop has ended or is ending anyway.
+            }
+        }
+    }
 
     /// <summary>Each field is written by one loop only and read after both have finished.</summary>
     private sealed class Counters
