@@ -17,6 +17,8 @@
 #   BENCH_WARMUP         seconds of warm-up per figure (full 2, quick 0.5)
 #   BENCH_IDLE_SESSIONS  idle IDLE sessions for the memory figure (full 9000, quick 500)
 #   BENCH_IDLE_HOLD      seconds the idle sessions are held while CPU is measured (full 5, quick 1)
+#   BENCH_COOLDOWN       longest wait for the previous target's TIME_WAIT connections to expire before a
+#                        target starts (full 75, quick 0)
 #   BENCH_START_TIMEOUT  seconds a target may take to greet (default 90)
 #   BENCH_CERT_KEY       openssl -newkey argument for the self-signed certificate (default rsa:2048)
 #   IMAPPROXY_ENV        extra VAR=VALUE words for ImapProxy's environment, after DOTNET_gcServer=0
@@ -96,9 +98,11 @@ if [[ "$mode" == quick ]]; then
   # 5 targets x 12 figures must fit in a few minutes on a CI machine: 2 s per figure, warm-up included.
   USERS="${BENCH_USERS:-100}" DURATION="${BENCH_DURATION:-1.5}" WARMUP="${BENCH_WARMUP:-0.5}"
   IDLE_SESSIONS="${BENCH_IDLE_SESSIONS:-500}" IDLE_HOLD="${BENCH_IDLE_HOLD:-1}" IDLE_SETTLE=0.5
+  COOLDOWN="${BENCH_COOLDOWN:-0}"
 else
   USERS="${BENCH_USERS:-1000}" DURATION="${BENCH_DURATION:-10}" WARMUP="${BENCH_WARMUP:-2}"
   IDLE_SESSIONS="${BENCH_IDLE_SESSIONS:-9000}" IDLE_HOLD="${BENCH_IDLE_HOLD:-5}" IDLE_SETTLE=2
+  COOLDOWN="${BENCH_COOLDOWN:-75}"
 fi
 START_TIMEOUT="${BENCH_START_TIMEOUT:-90}"
 CERT_KEY="${BENCH_CERT_KEY:-rsa:2048}"
@@ -565,6 +569,21 @@ run_figure()
   fi
 }
 
+# Each target starts on a quiet loopback: tens of thousands of connections of the previous target's login
+# figures sit in TIME_WAIT for 60 s, and every proxy connects to the same backend address, so the next target
+# would pay for the port search in connect(). Wait (bounded by COOLDOWN seconds) until few are left.
+cooldown()
+{
+  local waited=0 count
+  while ((waited < COOLDOWN)); do
+    count=$( (ss -Htan state time-wait 2>/dev/null || true) | wc -l)
+    ((count < 1000)) && return 0
+    ((waited == 0)) && log "waiting for $count TIME_WAIT connections to expire (at most ${COOLDOWN} s)"
+    sleep 5
+    waited=$((waited + 5))
+  done
+}
+
 run_target()
 {
   local t="$1" s=$IDLE_SESSIONS h=$IDLE_HOLD
@@ -652,6 +671,7 @@ fi
 
 : >"$RUN_DIR/results.jsonl"
 for target in "${targets[@]}"; do
+  cooldown
   log "target $target"
   target_started=$SECONDS
   if start_target "$target"; then

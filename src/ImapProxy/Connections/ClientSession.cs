@@ -181,7 +181,7 @@ internal sealed class ClientSession
     {
         var started = Stopwatch.GetTimestamp();
         var backendId = backend.Endpoint.Id;
-        using var live = new LiveSession(_directoryUser, backend.Endpoint, _source, _client, _sessionId, _services.TimeProvider.GetUtcNow());
+        var live = new LiveSession(_directoryUser, backend.Endpoint, _source, _client, _sessionId, _services.TimeProvider.GetUtcNow());
         _services.Sessions.Add(live);
         _metrics.BackendSessionStarted(backendId);
         SpliceResult splice;

@@ -5,8 +5,13 @@ using ImapProxy.Directory;
 
 namespace ImapProxy.Connections;
 
-/// <summary>A spliced session as the rest of the proxy sees it: who, where, and how to end it.</summary>
-internal sealed class LiveSession : IDisposable
+/// <summary>
+/// A spliced session as the rest of the proxy sees it: who, where, and how to end it. Not disposable on purpose:
+/// a kick may arrive (from a spread-out batch) after the session ended, and must then find a live token source
+/// (one without a timer needs no disposal).
+/// </summary>
+[System.Diagnostics.CodeAnalysis.SuppressMessage("Design", "CA1001", Justification = "A timer-less token source holds nothing to release; disposing it would race late kicks.")]
+internal sealed class LiveSession
 {
     private readonly CancellationTokenSource _kick = new();
     private string? _kickReason;
@@ -50,8 +55,6 @@ internal sealed class LiveSession : IDisposable
         _kick.Cancel();
         return true;
     }
-
-    public void Dispose() => _kick.Dispose();
 }
 
 /// <summary>Every live spliced session of this replica, for kicks, moves and the admin API.</summary>

@@ -81,4 +81,7 @@ internal static partial class Log
 
     [LoggerMessage(16, LogLevel.Warning, "Closing connection from {Peer} on {Listener}: PROXY protocol {Reason}")]
     public static partial void ProxyHeaderRejected(ILogger logger, string peer, string listener, string reason);
+
+    [LoggerMessage(41, LogLevel.Warning, "Kicking a session of {User} failed")]
+    public static partial void KickFailed(ILogger logger, string user, Exception exception);
 }

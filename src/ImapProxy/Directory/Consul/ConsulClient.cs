@@ -201,7 +201,14 @@ public sealed class ConsulClient
                 }
 
                 await using var stream = await response.Content.ReadAsStreamAsync(timeout.Token);
-                return (await JsonSerializer.DeserializeAsync(stream, typeInfo, timeout.Token), index);
+                try
+                {
+                    return (await JsonSerializer.DeserializeAsync(stream, typeInfo, timeout.Token), index);
+                }
+                catch (JsonException ex)
+                {
+                    throw new ConsulException($"Consul at {baseAddress} sent an unreadable answer to {Redact(path)}.", ex);
+                }
             }
             catch (Exception ex) when (ex is HttpRequestException || (ex is OperationCanceledException && !cancellationToken.IsCancellationRequested))
             {

@@ -490,9 +490,17 @@ internal sealed class ConsulDirectory : BackgroundService, IBackendDirectory
                         elapsed = delay;
                     }
 
-                    if (session.Kick(reason))
+                    try
                     {
-                        Log.SessionKicked(_logger, UserNames.ForLog(session.User), session.Backend.Id, reason);
+                        if (session.Kick(reason))
+                        {
+                            Log.SessionKicked(_logger, UserNames.ForLog(session.User), session.Backend.Id, reason);
+                        }
+                    }
+                    catch (AggregateException ex)
+                    {
+                        // A session's own stop callback failed; the directory's kick loop must go on for the others.
+                        Log.KickFailed(_logger, UserNames.ForLog(session.User), ex);
                     }
                 }
             }
