@@ -104,19 +104,11 @@ public sealed class MetricNamesTests(TelemetryCluster cluster, ITestOutputHelper
 
         // Evaluated at least once with the exercised series present: runtime errors (many-to-many matches,
         // bad templates) show only then.
-        var start = Stopwatch.GetTimestamp();
-        IReadOnlyList<PrometheusRule> rules;
-        while (true)
-        {
-            rules = await cluster.Prometheus.RulesAsync();
-            if (rules.Count > 0 && rules.All(r => r.Health != "unknown"))
-            {
-                break;
-            }
-
-            Assert.True(Stopwatch.GetElapsedTime(start) < s_prometheusTimeout, $"Rules not evaluated within {s_prometheusTimeout}: {string.Join(", ", rules)}");
-            await Task.Delay(TimeSpan.FromMilliseconds(250));
-        }
+        var (rules, evaluated) = await PrometheusServer.PollAsync(
+            ct => cluster.Prometheus.RulesAsync(ct),
+            r => r.Count > 0 && r.All(rule => rule.Health != "unknown"),
+            s_prometheusTimeout);
+        Assert.True(evaluated, $"Rules not evaluated within {s_prometheusTimeout}: {string.Join(", ", rules)}");
 
         Assert.Equal(9, rules.Count);
         Assert.All(rules, rule => Assert.True(rule.Health == "ok", $"{rule.Name}: {rule.Health} {rule.LastError}"));
@@ -178,17 +170,9 @@ public sealed class MetricNamesTests(TelemetryCluster cluster, ITestOutputHelper
     private async Task<IReadOnlySet<string>> WaitForStoredNamesAsync(IEnumerable<string> names)
     {
         var wanted = names.ToList();
-        var start = Stopwatch.GetTimestamp();
-        while (true)
-        {
-            var stored = await cluster.Prometheus.MetricNamesAsync();
-            if (wanted.All(stored.Contains) || Stopwatch.GetElapsedTime(start) > s_prometheusTimeout)
-            {
-                return stored;
-            }
-
-            await Task.Delay(TimeSpan.FromMilliseconds(250));
-        }
+        // On a timeout the caller's assertion names what is missing.
+        var (stored, _) = await PrometheusServer.PollAsync(ct => cluster.Prometheus.MetricNamesAsync(ct), n => wanted.All(n.Contains), s_prometheusTimeout);
+        return stored;
     }
 
     /// <summary>

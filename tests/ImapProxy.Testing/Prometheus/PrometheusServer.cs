@@ -175,20 +175,41 @@ public sealed class PrometheusServer : IAsyncDisposable
         CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(predicate);
+        var (samples, matched) = await PollAsync(ct => QueryAsync(promQl, ct), predicate, timeout, cancellationToken);
+        if (!matched)
+        {
+            throw new TimeoutException(
+                $"Prometheus: '{promQl}' did not match within {timeout}; last answer:\n{(samples.Count == 0 ? "(empty)" : string.Join('\n', samples))}\n" +
+                $"Targets:\n{string.Join('\n', await TargetsAsync(cancellationToken))}");
+        }
+
+        return samples;
+    }
+
+    /// <summary>
+    /// The one polling loop of this fixture (Prometheus has no push to wait on): reads until <paramref name="done"/>
+    /// holds or the timeout passes; returns the last answer and whether it matched.
+    /// </summary>
+    public static async Task<(T Value, bool Matched)> PollAsync<T>(
+        Func<CancellationToken, Task<T>> read,
+        Func<T, bool> done,
+        TimeSpan timeout,
+        CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(read);
+        ArgumentNullException.ThrowIfNull(done);
         var start = Stopwatch.GetTimestamp();
         while (true)
         {
-            var samples = await QueryAsync(promQl, cancellationToken);
-            if (predicate(samples))
+            var value = await read(cancellationToken);
+            if (done(value))
             {
-                return samples;
+                return (value, true);
             }
 
             if (Stopwatch.GetElapsedTime(start) >= timeout)
             {
-                throw new TimeoutException(
-                    $"Prometheus: '{promQl}' did not match within {timeout}; last answer:\n{(samples.Count == 0 ? "(empty)" : string.Join('\n', samples))}\n" +
-                    $"Targets:\n{string.Join('\n', await TargetsAsync(cancellationToken))}");
+                return (value, false);
             }
 
             await Task.Delay(s_pollInterval, cancellationToken);
