@@ -81,6 +81,7 @@ public static class ImapProxyHost
         services.AddSingleton(TimeProvider.System);
         services.AddSingleton<ListenerRegistry>();
         services.AddSingleton<ServerCertificateProvider>();
+        services.AddSingleton<TlsBufferPolicy>();
         services.AddSingleton<TrustedNetworks>();
         services.AddSingleton<AuthFailureThrottle>();
         services.AddSingleton<BackendConnector>();

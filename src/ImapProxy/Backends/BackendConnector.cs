@@ -12,6 +12,7 @@ using ImapProxy.Protocol.PreAuth;
 using ImapProxy.Protocol.Responses;
 using ImapProxy.Protocol.Sasl;
 using ImapProxy.Telemetry;
+using ImapProxy.Tls;
 using Microsoft.Extensions.Options;
 
 namespace ImapProxy.Backends;
@@ -59,11 +60,13 @@ internal sealed class BackendConnector
     private readonly X509Certificate2Collection? _trustedRoots;
     private readonly byte[]? _masterUser;
     private readonly byte[]? _masterPassword;
+    private readonly TlsBufferPolicy _tlsBuffers;
 
-    public BackendConnector(IOptions<ImapProxyOptions> options, TimeProvider timeProvider)
+    public BackendConnector(IOptions<ImapProxyOptions> options, TimeProvider timeProvider, TlsBufferPolicy tlsBuffers)
     {
         _options = options.Value.Backends;
         _timeProvider = timeProvider;
+        _tlsBuffers = tlsBuffers;
         if (_options.CaFile is not null)
         {
             _trustedRoots = [];
@@ -268,6 +271,7 @@ internal sealed class BackendConnector
         }
 
         await tls.AuthenticateAsClientAsync(options, cancellationToken);
+        _tlsBuffers.Apply(tls);
         handover.Reader = PipeReader.Create(tls, s_readerOptions);
     }
 

@@ -64,6 +64,10 @@ internal sealed class ClientSession
             .SetTag("client.port", _client.Port).SetTag("network.transport", "tcp");
         _sessionId = _preAuthActivity?.TraceId.ToHexString() ?? ActivityTraceId.CreateRandom().ToHexString();
         _metrics.ConnectionOpened(_listener.Name, TlsMode);
+        if (_connection.Features.Get<Microsoft.AspNetCore.Server.Kestrel.Core.Features.ISslStreamFeature>()?.SslStream is { } implicitTls)
+        {
+            _services.TlsBuffers.Apply(implicitTls);
+        }
 
         BackendConnection? backend = null;
         SpliceResult splice = default;
@@ -75,7 +79,21 @@ internal sealed class ClientSession
             EndPreAuthSpan(backend is not null);
             if (backend is not null)
             {
-                splice = await SpliceAsync(backend);
+                // The splice is awaited in this frame, not in a method of its own: one async frame less per
+                // session for its hours of IDLE.
+                var spliceStarted = Stopwatch.GetTimestamp();
+                var live = StartSplice(backend);
+                try
+                {
+                    splice = await Splicer.RunAsync(_input, _output, backend, _metrics, live.Control);
+                }
+                finally
+                {
+                    _services.Sessions.Remove(live);
+                    _metrics.BackendSessionEnded(backend.Endpoint.Id);
+                }
+
+                await EndSpliceAsync(live, splice, spliceStarted);
             }
         }
         catch (Exception ex) when (ex is OperationCanceledException or IOException or ConnectionResetException or ConnectionAbortedException)
@@ -176,26 +194,26 @@ internal sealed class ClientSession
         _preAuthActivity = null;
     }
 
-    /// <summary>The logged-in part: registered for kicks, counted per backend, ended by either side or a kick.</summary>
-    private async Task<SpliceResult> SpliceAsync(BackendConnection backend)
+    /// <summary>
+    /// The logged-in part begins: the session is registered for kicks and the shutdown, and counted per backend.
+    /// </summary>
+    private LiveSession StartSplice(BackendConnection backend)
     {
-        var started = Stopwatch.GetTimestamp();
-        var backendId = backend.Endpoint.Id;
         var live = new LiveSession(_directoryUser, backend.Endpoint, _source, _client, _sessionId, _services.TimeProvider.GetUtcNow());
         _services.Sessions.Add(live);
-        _metrics.BackendSessionStarted(backendId);
-        SpliceResult splice;
-        try
+        if (_services.Shutdown.SessionsEnding.IsCancellationRequested)
         {
-            using var ending = CancellationTokenSource.CreateLinkedTokenSource(_services.Shutdown.SessionsEnding, live.KickToken);
-            splice = await Splicer.RunAsync(_input, _output, backend, _metrics, ending.Token);
-        }
-        finally
-        {
-            _services.Sessions.Remove(live);
-            _metrics.BackendSessionEnded(backendId);
+            // The grace ended while this session was logging in; the coordinator's sweep may have missed it.
+            live.EndForShutdown();
         }
 
+        _metrics.BackendSessionStarted(backend.Endpoint.Id);
+        return live;
+    }
+
+    /// <summary>After the splice: the kick's BYE, the spread-out close of a dead backend, the end reason.</summary>
+    private async Task EndSpliceAsync(LiveSession live, SpliceResult splice, long started)
+    {
         if (splice.Outcome == SpliceOutcome.Cancelled)
         {
             _metrics.Kicked(live.KickReason is { } why ? why.Replace(' ', '_') : "shutdown");
@@ -229,7 +247,6 @@ internal sealed class ClientSession
             SpliceOutcome.ClientError => "client_error",
             _ => "backend_error",
         }, Stopwatch.GetElapsedTime(started));
-        return splice;
     }
 
     private async Task<BackendConnection?> RunPreAuthAsync(PreAuthMachine machine, CancellationToken cancellationToken)
@@ -315,6 +332,7 @@ internal sealed class ClientSession
             throw;
         }
 
+        _services.TlsBuffers.Apply(tls);
         _startTls = tls;
         _input = PipeReader.Create(tls, s_tlsReaderOptions);
         _output = PipeWriter.Create(tls, s_tlsWriterOptions);

@@ -20,6 +20,7 @@ internal sealed class ImapSessionServices
         AuthFailureThrottle throttle,
         TrustedNetworks trustedNetworks,
         ServerCertificateProvider certificates,
+        TlsBufferPolicy tlsBuffers,
         ShutdownCoordinator shutdown,
         SessionRegistry sessions,
         ImapProxyMetrics metrics,
@@ -32,6 +33,7 @@ internal sealed class ImapSessionServices
         Throttle = throttle;
         TrustedNetworks = trustedNetworks;
         Certificates = certificates;
+        TlsBuffers = tlsBuffers;
         Shutdown = shutdown;
         Sessions = sessions;
         Metrics = metrics;
@@ -61,6 +63,8 @@ internal sealed class ImapSessionServices
     public TrustedNetworks TrustedNetworks { get; }
 
     public ServerCertificateProvider Certificates { get; }
+
+    public TlsBufferPolicy TlsBuffers { get; }
 
     public ShutdownCoordinator Shutdown { get; }
 

@@ -2,18 +2,16 @@ using System.Collections.Concurrent;
 using System.Net;
 using ImapProxy.Backends;
 using ImapProxy.Directory;
+using ImapProxy.Splice;
 
 namespace ImapProxy.Connections;
 
 /// <summary>
-/// A spliced session as the rest of the proxy sees it: who, where, and how to end it. Not disposable on purpose:
-/// a kick may arrive (from a spread-out batch) after the session ended, and must then find a live token source
-/// (one without a timer needs no disposal).
+/// A spliced session as the rest of the proxy sees it: who, where, and how to end it. A kick may arrive (from a
+/// spread-out batch) after the session ended; it then does nothing.
 /// </summary>
-[System.Diagnostics.CodeAnalysis.SuppressMessage("Design", "CA1001", Justification = "A timer-less token source holds nothing to release; disposing it would race late kicks.")]
 internal sealed class LiveSession
 {
-    private readonly CancellationTokenSource _kick = new();
     private string? _kickReason;
 
     public LiveSession(string user, BackendEndpoint backend, DirectorySource source, IPEndPoint client, string sessionId, DateTimeOffset started)
@@ -39,7 +37,8 @@ internal sealed class LiveSession
 
     public DateTimeOffset Started { get; }
 
-    public CancellationToken KickToken => _kick.Token;
+    /// <summary>Ends the splice; kicks and the shutdown go through it.</summary>
+    public SpliceControl Control { get; } = new();
 
     /// <summary>Why the session was kicked, or null.</summary>
     public string? KickReason => Volatile.Read(ref _kickReason);
@@ -52,9 +51,12 @@ internal sealed class LiveSession
             return false;
         }
 
-        _kick.Cancel();
+        Control.RequestStop();
         return true;
     }
+
+    /// <summary>Ends the session because the shutdown grace is over (<see cref="KickReason"/> stays null).</summary>
+    public void EndForShutdown() => Control.RequestStop();
 }
 
 /// <summary>Every live spliced session of this replica, for kicks, moves and the admin API.</summary>
@@ -69,4 +71,13 @@ internal sealed class SessionRegistry
     public void Remove(LiveSession session) => _sessions.TryRemove(session, out _);
 
     public LiveSession[] Snapshot() => _sessions.Keys.ToArray();
+
+    /// <summary>Ends every live session (the shutdown grace is over).</summary>
+    public void EndAll()
+    {
+        foreach (var session in _sessions.Keys)
+        {
+            session.EndForShutdown();
+        }
+    }
 }

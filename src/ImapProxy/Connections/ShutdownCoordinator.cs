@@ -7,19 +7,23 @@ namespace ImapProxy.Connections;
 /// <summary>
 /// Shutdown in three phases: Kestrel stops accepting; <see cref="Stopping"/> fires at once, so sessions still
 /// in the pre-auth dialogue say "* BYE" and close; spliced sessions get the configured grace, then
-/// <see cref="SessionsEnding"/> ends them. The host's shutdown timeout is set a little above the grace.
+/// <see cref="SessionsEnding"/> fires and every session in the <see cref="SessionRegistry"/> is ended (sessions that
+/// reach the splice later check <see cref="SessionsEnding"/> themselves). The host's shutdown timeout is set a
+/// little above the grace.
 /// </summary>
 internal sealed class ShutdownCoordinator : IDisposable
 {
     private readonly CancellationTokenSource _graceOver;
     private readonly CancellationTokenRegistration _registration;
+    private readonly CancellationTokenRegistration _sweep;
 
-    public ShutdownCoordinator(IHostApplicationLifetime lifetime, IOptions<ImapProxyOptions> options, TimeProvider timeProvider)
+    public ShutdownCoordinator(IHostApplicationLifetime lifetime, IOptions<ImapProxyOptions> options, TimeProvider timeProvider, SessionRegistry sessions)
     {
         _graceOver = new CancellationTokenSource(Timeout.InfiniteTimeSpan, timeProvider);
         Stopping = lifetime.ApplicationStopping;
         var grace = options.Value.Session.ShutdownGrace;
         _registration = Stopping.Register(() => _graceOver.CancelAfter(grace));
+        _sweep = _graceOver.Token.Register(sessions.EndAll);
     }
 
     public CancellationToken Stopping { get; }
@@ -29,6 +33,7 @@ internal sealed class ShutdownCoordinator : IDisposable
     public void Dispose()
     {
         _registration.Dispose();
+        _sweep.Dispose();
         _graceOver.Dispose();
     }
 }

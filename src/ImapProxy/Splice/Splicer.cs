@@ -8,51 +8,41 @@ using ImapProxy.Telemetry;
 namespace ImapProxy.Splice;
 
 /// <summary>
-/// Copies bytes both ways between a logged-in client and its backend until one side ends. Two loops; the first
-/// to finish cancels the other and both are awaited before anything is disposed. Idle sessions hold no buffers:
-/// the client side rests in the transport's own zero-byte read, the backend side in a zero-byte read on its stream.
+/// Copies bytes both ways between a logged-in client and its backend until one side ends. The client-to-backend
+/// loop runs in <see cref="RunAsync"/>'s own frame and the backend-to-client loop as one task beside it; the first
+/// to finish stops the other, and both have ended before anything is disposed. Idle sessions hold no buffers: the
+/// client side rests in the transport's own zero-byte read, the backend side in a zero-byte read on its stream.
 /// </summary>
+/// <remarks>
+/// Per-session objects are kept few on purpose (memory per idle session is a benchmark figure): no WhenAny, no
+/// task for the upstream loop, no token registrations; see <see cref="SpliceControl"/>.
+/// </remarks>
 internal static class Splicer
 {
     /// <summary>Read size for backend data; large FETCH bodies move in these steps.</summary>
     private const int BackendReadSize = 16 * 1024;
 
-    public static async Task<SpliceResult> RunAsync(PipeReader clientInput, PipeWriter clientOutput, BackendConnection backend, ImapProxyMetrics metrics, CancellationToken cancellationToken)
+    public static async Task<SpliceResult> RunAsync(PipeReader clientInput, PipeWriter clientOutput, BackendConnection backend, ImapProxyMetrics metrics, SpliceControl control)
     {
-        var counters = new Counters();
-        var boundary = new ResponseBoundaryTracker();
-        var upstream = ClientToBackendAsync(clientInput, backend.Stream, counters, metrics);
-        var downstream = BackendToClientAsync(backend, clientOutput, counters, boundary, metrics, cancellationToken);
+        var state = new State();
+        control.Attach(clientInput, backend);
+        var downstream = BackendToClientAsync(backend, clientOutput, state, metrics, control);
 
-        // Loops are stopped without exceptions (the session's end is an outcome, and thousands of sessions ending
-        // at once must not cost thousands of throws): the client read and flush are cancelled through the pipe,
-        // the backend read ends because the backend socket is shut down. Only a flush stuck on a client that does
-        // not read is cancelled by the token (CancelPendingFlush would also cancel the flush of the BYE that follows).
-        var stopper = new Stopper(clientInput, backend);
-        Task first;
-        using (cancellationToken.UnsafeRegister(static state => ((Stopper)state!).Stop(), stopper))
-        {
-            first = await Task.WhenAny(upstream, downstream);
-            stopper.Stop();
-            await Task.WhenAll(upstream, downstream);
-        }
-
-        var outcome = cancellationToken.IsCancellationRequested ? SpliceOutcome.Cancelled : await (Task<SpliceOutcome>)first;
-        return new SpliceResult(outcome, counters.FromClient, counters.FromBackend, boundary.AtLineStart, boundary.SawBye);
-    }
-
-    private static async Task<SpliceOutcome> ClientToBackendAsync(PipeReader input, Stream backend, Counters counters, ImapProxyMetrics metrics)
-    {
+        // Client to backend. Loops end without exceptions (a session's end is an outcome, and thousands of sessions
+        // ending at once must not cost thousands of throws): see SpliceControl.Stop.
+        var backendStream = backend.Stream;
+        SpliceOutcome upstream;
         while (true)
         {
             ReadResult result;
             try
             {
-                result = await input.ReadAsync();
+                result = await clientInput.ReadAsync();
             }
             catch (Exception ex) when (IsConnectionError(ex))
             {
-                return SpliceOutcome.ClientError;
+                upstream = SpliceOutcome.ClientError;
+                break;
             }
 
             var buffer = result.Buffer;
@@ -60,35 +50,38 @@ internal static class Splicer
             {
                 foreach (var segment in buffer)
                 {
-                    await backend.WriteAsync(segment);
+                    await backendStream.WriteAsync(segment);
                 }
 
-                counters.FromClient += buffer.Length;
+                state.FromClient += buffer.Length;
                 metrics.ClientToBackend(buffer.Length);
             }
             catch (Exception ex) when (IsConnectionError(ex))
             {
-                return SpliceOutcome.BackendError;
-            }
-            finally
-            {
-                input.AdvanceTo(buffer.End);
+                clientInput.AdvanceTo(buffer.End);
+                upstream = SpliceOutcome.BackendError;
+                break;
             }
 
-            if (result.IsCanceled)
+            clientInput.AdvanceTo(buffer.End);
+            if (result.IsCanceled || result.IsCompleted)
             {
-                return SpliceOutcome.Cancelled;
-            }
-
-            if (result.IsCompleted)
-            {
-                return SpliceOutcome.ClientClosed;
+                upstream = result.IsCanceled ? SpliceOutcome.Cancelled : SpliceOutcome.ClientClosed;
+                break;
             }
         }
+
+        state.Finished(upstream);
+        control.Stop();
+        await downstream;
+        var outcome = control.StopRequested ? SpliceOutcome.Cancelled : state.First;
+        return new SpliceResult(outcome, state.FromClient, state.FromBackend, state.Boundary.AtLineStart, state.Boundary.SawBye);
     }
 
-    private static async Task<SpliceOutcome> BackendToClientAsync(BackendConnection backend, PipeWriter output, Counters counters, ResponseBoundaryTracker boundary, ImapProxyMetrics metrics, CancellationToken flushCancellation)
+    private static async Task<SpliceOutcome> BackendToClientAsync(BackendConnection backend, PipeWriter output, State state, ImapProxyMetrics metrics, SpliceControl control)
     {
+        var boundary = state.Boundary;
+        var flushCancellation = control.FlushToken;
         try
         {
             // Bytes the backend sent right behind its login OK were read during the hand-over.
@@ -100,13 +93,13 @@ internal static class Splicer
                     boundary.Advance(segment.Span);
                 }
 
-                counters.FromBackend += leftover.Buffer.Length;
+                state.FromBackend += leftover.Buffer.Length;
                 metrics.BackendToClient(leftover.Buffer.Length);
                 backend.Input.AdvanceTo(leftover.Buffer.End);
                 var first = await output.FlushAsync(flushCancellation);
                 if (first.IsCanceled || first.IsCompleted)
                 {
-                    return first.IsCanceled ? SpliceOutcome.Cancelled : SpliceOutcome.ClientClosed;
+                    return Finished(state, control, first.IsCanceled ? SpliceOutcome.Cancelled : SpliceOutcome.ClientClosed);
                 }
             }
 
@@ -128,18 +121,18 @@ internal static class Splicer
                 }
                 catch (Exception ex) when (IsConnectionError(ex))
                 {
-                    return SpliceOutcome.BackendError;
+                    return Finished(state, control, SpliceOutcome.BackendError);
                 }
 
                 if (read == 0)
                 {
-                    return SpliceOutcome.BackendClosed;
+                    return Finished(state, control, SpliceOutcome.BackendClosed);
                 }
 
                 lastReadFilled = read == memory.Length;
                 boundary.Advance(memory.Span[..read]);
                 output.Advance(read);
-                counters.FromBackend += read;
+                state.FromBackend += read;
                 metrics.BackendToClient(read);
                 FlushResult flush;
                 try
@@ -148,63 +141,61 @@ internal static class Splicer
                 }
                 catch (Exception ex) when (IsConnectionError(ex))
                 {
-                    return SpliceOutcome.ClientError;
+                    return Finished(state, control, SpliceOutcome.ClientError);
                 }
 
                 if (flush.IsCanceled)
                 {
-                    return SpliceOutcome.Cancelled;
+                    return Finished(state, control, SpliceOutcome.Cancelled);
                 }
 
                 if (flush.IsCompleted)
                 {
-                    return SpliceOutcome.ClientClosed;
+                    return Finished(state, control, SpliceOutcome.ClientClosed);
                 }
             }
         }
         catch (OperationCanceledException)
         {
-            return SpliceOutcome.Cancelled;
+            return Finished(state, control, SpliceOutcome.Cancelled);
         }
         catch (Exception ex) when (IsConnectionError(ex))
         {
-            return SpliceOutcome.BackendError;
+            return Finished(state, control, SpliceOutcome.BackendError);
         }
+    }
+
+    /// <summary>The downstream loop's end: recorded, and the upstream loop stopped.</summary>
+    private static SpliceOutcome Finished(State state, SpliceControl control, SpliceOutcome outcome)
+    {
+        state.Finished(outcome);
+        control.Stop();
+        return outcome;
     }
 
     private static bool IsConnectionError(Exception ex) =>
         ex is IOException or SocketException or ObjectDisposedException or InvalidOperationException or
             Microsoft.AspNetCore.Connections.ConnectionResetException or Microsoft.AspNetCore.Connections.ConnectionAbortedException;
 
-    /// <summary>Ends both loops, once; safe to call from the kick or shutdown callback and from the splice itself.</summary>
-    private sealed class Stopper(PipeReader clientInput, BackendConnection backend)
+    /// <summary>What both loops share. Each byte counter is written by one loop only and read after both ended.</summary>
+    private sealed class State
     {
-        private int _stopped;
+        private int _firstSet;
 
-        public void Stop()
-        {
-            if (Interlocked.Exchange(ref _stopped, 1) != 0)
-            {
-                return;
-            }
-
-            clientInput.CancelPendingRead();
-            try
-            {
-                // A pending receive on the backend then completes with 0 bytes; nothing more is sent.
-                backend.Socket.Shutdown(SocketShutdown.Both);
-            }
-            catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
-            {
-                // Already closed by the peer or disposed: the loop has ended or is ending anyway.
-            }
-        }
-    }
-
-    /// <summary>Each field is written by one loop only and read after both have finished.</summary>
-    private sealed class Counters
-    {
         public long FromClient;
         public long FromBackend;
+
+        public ResponseBoundaryTracker Boundary { get; } = new();
+
+        /// <summary>The outcome of the loop that finished first.</summary>
+        public SpliceOutcome First { get; private set; }
+
+        public void Finished(SpliceOutcome outcome)
+        {
+            if (Interlocked.Exchange(ref _firstSet, 1) == 0)
+            {
+                First = outcome;
+            }
+        }
     }
 }

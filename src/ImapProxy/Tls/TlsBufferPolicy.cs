@@ -1,0 +1,26 @@
+using System.Net.Security;
+using ImapProxy.Configuration;
+using ImapProxy.Telemetry;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+
+namespace ImapProxy.Tls;
+
+/// <summary>
+/// Applies <c>Performance:ReleaseTlsBuffers</c> to every authenticated <see cref="SslStream"/>, on both sides of
+/// the proxy, and says once in the log when the runtime does not allow it.
+/// </summary>
+internal sealed class TlsBufferPolicy(IOptions<ImapProxyOptions> options, ILogger<TlsBufferPolicy> logger)
+{
+    private readonly bool _enabled = options.Value.Performance.ReleaseTlsBuffers;
+    private int _warned;
+
+    /// <summary>Call right after the handshake, before the stream's first read or write.</summary>
+    public void Apply(SslStream stream)
+    {
+        if (_enabled && !OpenSslBuffers.TryRelease(stream) && Interlocked.Exchange(ref _warned, 1) == 0)
+        {
+            Log.TlsBuffersNotReleased(logger, OpenSslBuffers.UnavailableReason ?? "the stream has no OpenSSL handle");
+        }
+    }
+}

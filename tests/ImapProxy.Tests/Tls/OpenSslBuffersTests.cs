@@ -1,0 +1,122 @@
+using System.Net;
+using System.Net.Security;
+using System.Net.Sockets;
+using System.Security.Cryptography;
+using ImapProxy.Configuration;
+using ImapProxy.Testing.Certificates;
+using ImapProxy.Tls;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Options;
+using Xunit;
+
+namespace ImapProxy.Tests.Tls;
+
+/// <summary>SSL_MODE_RELEASE_BUFFERS through the runtime's own OpenSSL handle, on real loopback TLS connections.</summary>
+public sealed class OpenSslBuffersTests : IDisposable
+{
+    private const long ReleaseBuffers = 0x10;
+
+    private readonly string _directory = System.IO.Directory.CreateTempSubdirectory("openssl-buffers-").FullName;
+
+    public void Dispose() => System.IO.Directory.Delete(_directory, recursive: true);
+
+    [Fact]
+    public async Task TryRelease_SetsTheModeAndTheConnectionStillCarriesData()
+    {
+        Assert.True(OperatingSystem.IsLinux(), "the proxy's TLS memory figures are for Linux/OpenSSL");
+        await using var pair = await TlsPair.ConnectAsync(TestCertificates.CreateSelfSigned(_directory));
+
+        var before = OpenSslBuffers.GetMode(pair.Server);
+        Assert.NotNull(before);
+        Assert.Equal(0, before.Value & ReleaseBuffers);
+
+        Assert.True(OpenSslBuffers.TryRelease(pair.Server), OpenSslBuffers.UnavailableReason);
+        Assert.True(OpenSslBuffers.TryRelease(pair.Client), OpenSslBuffers.UnavailableReason);
+        Assert.Null(OpenSslBuffers.UnavailableReason);
+        Assert.Equal(ReleaseBuffers, OpenSslBuffers.GetMode(pair.Server)!.Value & ReleaseBuffers);
+        Assert.Equal(before.Value | ReleaseBuffers, OpenSslBuffers.GetMode(pair.Server));
+
+        // Buffers are freed and allocated again around every record: full records, small ones, both ways.
+        await pair.AssertRoundTripAsync(RandomNumberGenerator.GetBytes(300_000));
+        await pair.AssertRoundTripAsync("a1 NOOP\r\n"u8.ToArray());
+        await pair.AssertRoundTripAsync(RandomNumberGenerator.GetBytes(70_001));
+    }
+
+    [Fact]
+    public async Task Policy_AppliesTheOptionAndLeavesTheModeAloneWhenOff()
+    {
+        await using var on = await TlsPair.ConnectAsync(TestCertificates.CreateSelfSigned(_directory));
+        await using var off = await TlsPair.ConnectAsync(TestCertificates.CreateSelfSigned(_directory));
+
+        Policy(release: true).Apply(on.Server);
+        Policy(release: false).Apply(off.Server);
+
+        Assert.Equal(ReleaseBuffers, OpenSslBuffers.GetMode(on.Server)!.Value & ReleaseBuffers);
+        Assert.Equal(0, OpenSslBuffers.GetMode(off.Server)!.Value & ReleaseBuffers);
+        await on.AssertRoundTripAsync(RandomNumberGenerator.GetBytes(40_000));
+    }
+
+    [Fact]
+    public void GetMode_IsNullOnAStreamThatNeverHandshook()
+    {
+        using var stream = new SslStream(new MemoryStream());
+        Assert.Null(OpenSslBuffers.GetMode(stream));
+        Assert.False(OpenSslBuffers.TryRelease(stream));
+    }
+
+    private static TlsBufferPolicy Policy(bool release) => new(
+        Options.Create(new ImapProxyOptions { Performance = new PerformanceOptions { ReleaseTlsBuffers = release } }),
+        NullLogger<TlsBufferPolicy>.Instance);
+
+    private sealed class TlsPair : IAsyncDisposable
+    {
+        private TlsPair(SslStream server, SslStream client)
+        {
+            Server = server;
+            Client = client;
+        }
+
+        public SslStream Server { get; }
+
+        public SslStream Client { get; }
+
+        public static async Task<TlsPair> ConnectAsync(TestCertificate certificate)
+        {
+            using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+            listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+            listener.Listen(1);
+            var clientSocket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+            await clientSocket.ConnectAsync(listener.LocalEndPoint!);
+            var serverSocket = await listener.AcceptAsync();
+
+            var server = new SslStream(new NetworkStream(serverSocket, ownsSocket: true));
+            var client = new SslStream(new NetworkStream(clientSocket, ownsSocket: true), false, (_, cert, _, _) => cert?.GetRawCertData().AsSpan().SequenceEqual(certificate.Certificate.RawData) == true);
+            await Task.WhenAll(
+                server.AuthenticateAsServerAsync(new SslServerAuthenticationOptions { ServerCertificate = certificate.Certificate }),
+                client.AuthenticateAsClientAsync("localhost"));
+            return new TlsPair(server, client);
+        }
+
+        public async Task AssertRoundTripAsync(byte[] data)
+        {
+            await Transfer(Client, Server, data);
+            await Transfer(Server, Client, data);
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            await Server.DisposeAsync();
+            await Client.DisposeAsync();
+        }
+
+        private static async Task Transfer(SslStream from, SslStream to, byte[] data)
+        {
+            var received = new byte[data.Length];
+            var read = to.ReadExactlyAsync(received).AsTask();
+            await from.WriteAsync(data);
+            await from.FlushAsync();
+            await read;
+            Assert.Equal(data, received);
+        }
+    }
+}
