@@ -201,6 +201,7 @@ internal sealed class ClientSession
     {
         var live = new LiveSession(_directoryUser, backend.Endpoint, _source, _client, _sessionId, _services.TimeProvider.GetUtcNow());
         _services.Sessions.Add(live);
+        Interlocked.MemoryBarrier(); // pairs with the coordinator's cancel-then-sweep: one of the two sees the other
         if (_services.Shutdown.SessionsEnding.IsCancellationRequested)
         {
             // The grace ended while this session was logging in; the coordinator's sweep may have missed it.

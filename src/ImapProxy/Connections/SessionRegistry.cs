@@ -77,7 +77,15 @@ internal sealed class SessionRegistry
     {
         foreach (var session in _sessions.Keys)
         {
-            session.EndForShutdown();
+            try
+            {
+                session.EndForShutdown();
+            }
+            catch (AggregateException)
+            {
+                // A callback on that session's flush token failed; its splice was stopped all the same
+                // (SpliceControl.RequestStop), and the sweep must reach every other session.
+            }
         }
     }
 }

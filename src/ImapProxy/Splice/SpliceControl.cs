@@ -37,8 +37,15 @@ internal sealed class SpliceControl
             return;
         }
 
-        _flushCancel.Cancel();
-        Stop();
+        try
+        {
+            // Runs a pending flush's registration inline; whatever that does, the stop below still happens.
+            _flushCancel.Cancel();
+        }
+        finally
+        {
+            Stop();
+        }
     }
 
     /// <summary>Gives the control what it stops. Called once, by the splice, before either direction runs.</summary>

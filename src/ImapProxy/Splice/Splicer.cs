@@ -29,51 +29,68 @@ internal static class Splicer
         var downstream = BackendToClientAsync(backend, clientOutput, state, metrics, control);
 
         // Client to backend. Loops end without exceptions (a session's end is an outcome, and thousands of sessions
-        // ending at once must not cost thousands of throws): see SpliceControl.Stop.
+        // ending at once must not cost thousands of throws): see SpliceControl.Stop. Whatever ends this loop, even
+        // an unexpected exception, the other direction is stopped and awaited before the caller disposes anything.
         var backendStream = backend.Stream;
-        SpliceOutcome upstream;
-        while (true)
+        try
         {
-            ReadResult result;
-            try
+            SpliceOutcome upstream;
+            while (true)
             {
-                result = await clientInput.ReadAsync();
-            }
-            catch (Exception ex) when (IsConnectionError(ex))
-            {
-                upstream = SpliceOutcome.ClientError;
-                break;
-            }
-
-            var buffer = result.Buffer;
-            try
-            {
-                foreach (var segment in buffer)
+                ReadResult result;
+                try
                 {
-                    await backendStream.WriteAsync(segment);
+                    result = await clientInput.ReadAsync();
+                }
+                catch (Exception ex) when (IsConnectionError(ex))
+                {
+                    upstream = SpliceOutcome.ClientError;
+                    break;
+                }
+
+                var buffer = result.Buffer;
+                var written = false;
+                try
+                {
+                    foreach (var segment in buffer)
+                    {
+                        await backendStream.WriteAsync(segment);
+                    }
+
+                    written = true;
+                }
+                catch (Exception ex) when (IsConnectionError(ex))
+                {
+                    // Recorded below, after the buffer is released.
+                }
+                finally
+                {
+                    clientInput.AdvanceTo(buffer.End);
+                }
+
+                if (!written)
+                {
+                    upstream = SpliceOutcome.BackendError;
+                    break;
                 }
 
                 state.FromClient += buffer.Length;
                 metrics.ClientToBackend(buffer.Length);
-            }
-            catch (Exception ex) when (IsConnectionError(ex))
-            {
-                clientInput.AdvanceTo(buffer.End);
-                upstream = SpliceOutcome.BackendError;
-                break;
+                if (result.IsCanceled || result.IsCompleted)
+                {
+                    upstream = result.IsCanceled ? SpliceOutcome.Cancelled : SpliceOutcome.ClientClosed;
+                    break;
+                }
             }
 
-            clientInput.AdvanceTo(buffer.End);
-            if (result.IsCanceled || result.IsCompleted)
-            {
-                upstream = result.IsCanceled ? SpliceOutcome.Cancelled : SpliceOutcome.ClientClosed;
-                break;
-            }
+            state.Finished(upstream);
+        }
+        finally
+        {
+            control.Stop();
+            await downstream;
         }
 
-        state.Finished(upstream);
-        control.Stop();
-        await downstream;
         var outcome = control.StopRequested ? SpliceOutcome.Cancelled : state.First;
         return new SpliceResult(outcome, state.FromClient, state.FromBackend, state.Boundary.AtLineStart, state.Boundary.SawBye);
     }
@@ -162,6 +179,11 @@ internal static class Splicer
         catch (Exception ex) when (IsConnectionError(ex))
         {
             return Finished(state, control, SpliceOutcome.BackendError);
+        }
+        finally
+        {
+            // Also when something unexpected was thrown: the upstream loop must never be left waiting alone.
+            control.Stop();
         }
     }
 

@@ -85,6 +85,6 @@ internal static partial class Log
     [LoggerMessage(41, LogLevel.Warning, "Kicking a session of {User} failed")]
     public static partial void KickFailed(ILogger logger, string user, Exception exception);
 
-    [LoggerMessage(42, LogLevel.Warning, "TLS record buffers cannot be released while idle ({Reason}); each TLS connection keeps about 34 KB more")]
+    [LoggerMessage(42, LogLevel.Warning, "TLS record buffers cannot be released while idle ({Reason}); idle TLS connections keep their record buffers (about 16 KB each, measured)")]
     public static partial void TlsBuffersNotReleased(ILogger logger, string reason);
 }

@@ -45,9 +45,13 @@ public sealed class SpliceControlTests
         Assert.False(control.StopRequested);
         Assert.False(control.FlushToken.IsCancellationRequested);
 
-        // A kick arriving after the splice ended is harmless.
+        // A kick arriving after the splice ended touches nothing: the next read is not cancelled again.
         control.RequestStop();
         Assert.True(control.StopRequested);
+        await client.Writer.WriteAsync("x"u8.ToArray());
+        var next = await client.Reader.ReadAsync();
+        Assert.False(next.IsCanceled);
+        Assert.Equal(1, next.Buffer.Length);
     }
 
     [Fact]
