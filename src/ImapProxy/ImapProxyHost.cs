@@ -196,23 +196,32 @@ public static class ImapProxyHost
                     listen.Use(next => connection => proxyHeader.InvokeAsync(connection, next));
                 }
 
-                // Outside TLS, so that a connection whose implicit-TLS handshake fails (Kestrel's middleware ends
-                // it without calling the handler) is still counted.
-                listen.Use(next => async connection =>
+                if (listener.Tls != ListenerTls.Implicit)
                 {
-                    var feature = new ListenerFeature(listener);
-                    connection.Features.Set(feature);
-                    await next(connection);
-                    if (!feature.SessionStarted)
+                    // Not async: an awaiting wrapper would stay in memory for the whole life of every session.
+                    listen.Use(next => connection =>
                     {
-                        metrics.ConnectionOpened(listener.Name, "implicit");
-                        metrics.TlsHandshakeFailed(listener.Name);
-                        metrics.ConnectionClosed(listener.Name);
-                    }
-                });
-
-                if (listener.Tls == ListenerTls.Implicit)
+                        connection.Features.Set(new ListenerFeature(listener));
+                        return next(connection);
+                    });
+                }
+                else
                 {
+                    // Outside TLS, so that a connection whose handshake fails (Kestrel's middleware ends it without
+                    // calling the handler) is still counted.
+                    listen.Use(next => async connection =>
+                    {
+                        var feature = new ListenerFeature(listener);
+                        connection.Features.Set(feature);
+                        await next(connection);
+                        if (!feature.SessionStarted)
+                        {
+                            metrics.ConnectionOpened(listener.Name, "implicit");
+                            metrics.TlsHandshakeFailed(listener.Name);
+                            metrics.ConnectionClosed(listener.Name);
+                        }
+                    });
+
                     listen.UseHttps(new TlsHandshakeCallbackOptions
                     {
                         OnConnection = _ => ValueTask.FromResult(certificates.GetServerOptions()),

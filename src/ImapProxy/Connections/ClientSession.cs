@@ -71,12 +71,17 @@ internal sealed class ClientSession
 
         BackendConnection? backend = null;
         SpliceResult splice = default;
-        using var scope = Log.SessionScope(_services.Logger, _sessionId);
+        var scope = Log.SessionScope(_services.Logger, _sessionId);
         Log.ConnectionAccepted(_services.Logger, _client, _listener.Name);
         try
         {
             backend = await PreAuthPhaseAsync();
             EndPreAuthSpan(backend is not null);
+
+            // The log scope (session id on pre-auth log lines) ends with the pre-auth: every later line carries the
+            // session id itself, and a scope kept would stay in memory for the whole life of every session.
+            scope?.Dispose();
+            scope = null;
             if (backend is not null)
             {
                 // The splice is awaited in this frame, not in a method of its own: one async frame less per
@@ -107,6 +112,7 @@ internal sealed class ClientSession
         }
         finally
         {
+            scope?.Dispose();
             EndPreAuthSpan(handedOver: false);
             if (backend is not null)
             {

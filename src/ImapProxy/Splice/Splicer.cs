@@ -120,6 +120,9 @@ internal static class Splicer
                 }
             }
 
+            // The hand-over's reader is done: completing it (the stream stays open) lets go of its buffer segments.
+            await backend.Input.CompleteAsync();
+
             var stream = backend.Stream;
             var lastReadFilled = false;
             while (true)
