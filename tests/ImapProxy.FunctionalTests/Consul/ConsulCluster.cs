@@ -48,19 +48,7 @@ public sealed class ConsulCluster : IAsyncLifetime
             [],
             Certificate.CertificatePath,
             Certificate.KeyPath,
-            new Dictionary<string, string?>
-            {
-                ["ImapProxy:Consul:Enabled"] = "true",
-                ["ImapProxy:Consul:Addresses:0"] = Consul.HttpAddress.ToString(),
-                ["ImapProxy:Consul:WaitTime"] = "00:00:10",
-                ["ImapProxy:Consul:RetryDelay"] = "00:00:00.200",
-                ["ImapProxy:Consul:MaxRetryDelay"] = "00:00:01",
-                ["ImapProxy:Directory:PlacementCacheTtl"] = "00:00:02",
-                ["ImapProxy:Directory:NegativeCacheTtl"] = "00:00:01",
-                ["ImapProxy:Directory:PlacementRefreshInterval"] = "00:00:01",
-                ["ImapProxy:Directory:KickSpread"] = "00:00:00.200",
-                ["ImapProxy:Directory:SuspectDuration"] = "00:00:02",
-            });
+            ProxySettings(Consul));
         await WaitForCandidatesAsync("dovecot-1,dovecot-2", skip: 0);
     }
 
@@ -90,13 +78,31 @@ public sealed class ConsulCluster : IAsyncLifetime
     }
 
     /// <summary>Registers both backends (again, after a dev agent restart lost them) and waits until they pass.</summary>
-    public async Task RegisterBackendsAsync()
+    public Task RegisterBackendsAsync() => RegisterBackendsAsync(Consul, Backend1, Backend2);
+
+    /// <summary>Registers two backends as dovecot-1 and dovecot-2 (TCP checks every second) and waits until they pass.</summary>
+    public static async Task RegisterBackendsAsync(ConsulAgent consul, DovecotInstance backend1, DovecotInstance backend2)
     {
-        await Consul.RegisterServiceAsync(Service, "dovecot-1", Backend1.Address, Backend1.Port, new Dictionary<string, string> { ["weight"] = "100" }, tcpCheckInterval: TimeSpan.FromSeconds(1));
-        await Consul.RegisterServiceAsync(Service, "dovecot-2", Backend2.Address, Backend2.Port, new Dictionary<string, string> { ["weight"] = "100" }, tcpCheckInterval: TimeSpan.FromSeconds(1));
-        await Consul.WaitForHealthAsync(Service, "dovecot-1", "passing", TimeSpan.FromSeconds(30));
-        await Consul.WaitForHealthAsync(Service, "dovecot-2", "passing", TimeSpan.FromSeconds(30));
+        await consul.RegisterServiceAsync(Service, "dovecot-1", backend1.Address, backend1.Port, new Dictionary<string, string> { ["weight"] = "100" }, tcpCheckInterval: TimeSpan.FromSeconds(1));
+        await consul.RegisterServiceAsync(Service, "dovecot-2", backend2.Address, backend2.Port, new Dictionary<string, string> { ["weight"] = "100" }, tcpCheckInterval: TimeSpan.FromSeconds(1));
+        await consul.WaitForHealthAsync(Service, "dovecot-1", "passing", TimeSpan.FromSeconds(30));
+        await consul.WaitForHealthAsync(Service, "dovecot-2", "passing", TimeSpan.FromSeconds(30));
     }
+
+    /// <summary>The proxy reading its directory from the agent, with every interval short enough for tests.</summary>
+    public static Dictionary<string, string?> ProxySettings(ConsulAgent consul) => new()
+    {
+        ["ImapProxy:Consul:Enabled"] = "true",
+        ["ImapProxy:Consul:Addresses:0"] = consul.HttpAddress.ToString(),
+        ["ImapProxy:Consul:WaitTime"] = "00:00:10",
+        ["ImapProxy:Consul:RetryDelay"] = "00:00:00.200",
+        ["ImapProxy:Consul:MaxRetryDelay"] = "00:00:01",
+        ["ImapProxy:Directory:PlacementCacheTtl"] = "00:00:02",
+        ["ImapProxy:Directory:NegativeCacheTtl"] = "00:00:01",
+        ["ImapProxy:Directory:PlacementRefreshInterval"] = "00:00:01",
+        ["ImapProxy:Directory:KickSpread"] = "00:00:00.200",
+        ["ImapProxy:Directory:SuspectDuration"] = "00:00:02",
+    };
 
     /// <summary>Waits until the proxy logs a directory view whose candidates are exactly <paramref name="ids"/>.</summary>
     public Task WaitForCandidatesAsync(string ids, int skip) =>

@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
+using ImapProxy.FunctionalTests.Consul;
 using ImapProxy.Testing.Certificates;
 using ImapProxy.Testing.Consul;
 using ImapProxy.Testing.Dovecot;
@@ -24,7 +25,7 @@ namespace ImapProxy.FunctionalTests.Telemetry;
 /// </remarks>
 public sealed class TelemetryCluster : IAsyncLifetime
 {
-    public const string Service = "imap-backend";
+    public const string Service = ConsulCluster.Service;
 
     public const string DownBackend = "dovecot-down";
 
@@ -79,29 +80,14 @@ public sealed class TelemetryCluster : IAsyncLifetime
 
         // Draining before it is registered: it must never be a hashing candidate, not even for one view.
         await Consul.PutKeyAsync($"imapproxy/backends/{DownBackend}", "draining");
-        await Consul.RegisterServiceAsync(Service, "dovecot-1", Backend1.Address, Backend1.Port, new Dictionary<string, string> { ["weight"] = "100" }, tcpCheckInterval: TimeSpan.FromSeconds(1));
-        await Consul.RegisterServiceAsync(Service, "dovecot-2", Backend2.Address, Backend2.Port, new Dictionary<string, string> { ["weight"] = "100" }, tcpCheckInterval: TimeSpan.FromSeconds(1));
         await Consul.RegisterServiceAsync(Service, DownBackend, "127.0.0.1", ClosedPort(), new Dictionary<string, string> { ["weight"] = "100" });
-        await Consul.WaitForHealthAsync(Service, "dovecot-1", "passing", TimeSpan.FromSeconds(30));
-        await Consul.WaitForHealthAsync(Service, "dovecot-2", "passing", TimeSpan.FromSeconds(30));
+        await ConsulCluster.RegisterBackendsAsync(Consul, Backend1, Backend2);
 
         Proxy = await ProxyServer.StartAsync(
             [],
             Certificate.CertificatePath,
             Certificate.KeyPath,
-            new Dictionary<string, string?>
-            {
-                ["ImapProxy:Consul:Enabled"] = "true",
-                ["ImapProxy:Consul:Addresses:0"] = Consul.HttpAddress.ToString(),
-                ["ImapProxy:Consul:WaitTime"] = "00:00:10",
-                ["ImapProxy:Consul:RetryDelay"] = "00:00:00.200",
-                ["ImapProxy:Consul:MaxRetryDelay"] = "00:00:01",
-                ["ImapProxy:Directory:PlacementCacheTtl"] = "00:00:02",
-                ["ImapProxy:Directory:NegativeCacheTtl"] = "00:00:01",
-                ["ImapProxy:Directory:PlacementRefreshInterval"] = "00:00:01",
-                ["ImapProxy:Directory:KickSpread"] = "00:00:00.200",
-                ["ImapProxy:Directory:SuspectDuration"] = "00:00:02",
-            });
+            ConsulCluster.ProxySettings(Consul));
         await WaitForCandidatesAsync("dovecot-1,dovecot-2", skip: 0);
         Prometheus = await PrometheusServer.StartAsync([Proxy.Admin], [AlertRulesPath]);
         await Prometheus.WaitForTargetsUpAsync(TimeSpan.FromSeconds(30));

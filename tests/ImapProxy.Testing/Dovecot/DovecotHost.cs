@@ -1,5 +1,3 @@
-using System.Globalization;
-
 using ImapProxy.Testing.Processes;
 
 namespace ImapProxy.Testing.Dovecot;
@@ -18,13 +16,22 @@ internal static class DovecotHost
 
     public const string InstancePrefix = "imapproxy-test-";
 
-    private const string OwnerFileName = "owner";
-
     private static readonly SemaphoreSlim s_gate = new(1, 1);
     private static bool s_prepared;
 
+    /// <summary>
+    /// Instance directories and leftovers. Dovecot titles its children "INSTANCE/service" and the master's command
+    /// line holds the config path, so the instance name and the config path identify every process.
+    /// </summary>
+    public static InstanceDirectories Instances { get; } = new(
+        "imapproxy-dovecot",
+        (directory, commandLine) =>
+            commandLine.Contains(InstancePrefix + Path.GetFileName(directory.TrimEnd('/')) + "/", StringComparison.Ordinal) ||
+            commandLine.Contains(Path.Combine(directory, "dovecot.conf"), StringComparison.Ordinal),
+        CreateTraversableDirectory);
+
     /// <summary>All instances live under one short root: Unix socket paths under base_dir are capped at 107 bytes.</summary>
-    public static string RootDirectory { get; } = ChooseRoot();
+    public static string RootDirectory => Instances.RootDirectory;
 
     public static async Task PrepareAsync(CancellationToken cancellationToken)
     {
@@ -42,8 +49,7 @@ internal static class DovecotHost
             }
 
             await EnsureMailUserAsync(cancellationToken);
-            CreateTraversableDirectory(RootDirectory);
-            await RemoveOrphanedInstancesAsync();
+            await Instances.PrepareAsync(cancellationToken);
             Volatile.Write(ref s_prepared, true);
         }
         finally
@@ -80,29 +86,10 @@ internal static class DovecotHost
         File.SetUnixFileMode(path, mode);
     }
 
-    /// <summary>Records which process owns an instance directory, so a later run can tell it was orphaned.</summary>
-    public static void WriteOwner(string instanceDirectory)
-    {
-        var pid = Environment.ProcessId;
-        var startTime = InstanceDirectories.ReadStartTime(pid) ?? 0;
-        File.WriteAllText(Path.Combine(instanceDirectory, OwnerFileName), string.Create(CultureInfo.InvariantCulture, $"{pid} {startTime}\n"));
-    }
-
     public static UnixFileMode Mode755 =>
         UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute |
         UnixFileMode.GroupRead | UnixFileMode.GroupExecute |
         UnixFileMode.OtherRead | UnixFileMode.OtherExecute;
-
-    private static string ChooseRoot()
-    {
-        var temp = Path.GetTempPath();
-        if (temp.Length > 40 || temp.Any(char.IsWhiteSpace))
-        {
-            temp = "/tmp";
-        }
-
-        return Path.Combine(temp, "imapproxy-dovecot");
-    }
 
     private static async Task EnsureMailUserAsync(CancellationToken cancellationToken)
     {
@@ -130,57 +117,5 @@ internal static class DovecotHost
 
             await Task.Delay(TimeSpan.FromMilliseconds(100 * attempt), cancellationToken);
         }
-    }
-
-    private static async Task RemoveOrphanedInstancesAsync()
-    {
-        foreach (var directory in System.IO.Directory.EnumerateDirectories(RootDirectory))
-        {
-            if (!IsOrphaned(directory))
-            {
-                continue;
-            }
-
-            // Best effort: a leftover holds only its own unique directory and ports, so it cannot block a new
-            // instance; failing to remove it must not fail this test run.
-            var instanceName = InstancePrefix + Path.GetFileName(directory);
-            try
-            {
-                await DovecotProcesses.KillAllAsync(instanceName, Path.Combine(directory, "dovecot.conf"), TimeSpan.FromSeconds(10));
-                System.IO.Directory.Delete(directory, recursive: true);
-            }
-            catch (Exception exception) when (exception is IOException or UnauthorizedAccessException or TimeoutException)
-            {
-                // Another process is removing it at the same time, or a process would not die; leave it.
-            }
-        }
-    }
-
-    private static bool IsOrphaned(string directory)
-    {
-        string owner;
-        try
-        {
-            owner = File.ReadAllText(Path.Combine(directory, OwnerFileName));
-        }
-        catch (FileNotFoundException)
-        {
-            // Between creating the directory and writing the owner file: only trust age.
-            return System.IO.Directory.GetCreationTimeUtc(directory) < DateTime.UtcNow.AddHours(-1);
-        }
-        catch (Exception exception) when (exception is IOException or UnauthorizedAccessException)
-        {
-            return false;
-        }
-
-        var fields = owner.Split(' ', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
-        if (fields.Length != 2 ||
-            !int.TryParse(fields[0], NumberStyles.None, CultureInfo.InvariantCulture, out var pid) ||
-            !long.TryParse(fields[1], NumberStyles.None, CultureInfo.InvariantCulture, out var startTime))
-        {
-            return true;
-        }
-
-        return InstanceDirectories.ReadStartTime(pid) != startTime;
     }
 }

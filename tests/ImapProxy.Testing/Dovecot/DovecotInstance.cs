@@ -4,6 +4,7 @@ using System.Net;
 using System.Net.Sockets;
 using System.Security.Cryptography;
 using System.Text;
+using ImapProxy.Testing.Processes;
 
 namespace ImapProxy.Testing.Dovecot;
 
@@ -96,7 +97,7 @@ public sealed class DovecotInstance : IAsyncDisposable
         try
         {
             DovecotHost.CreateTraversableDirectory(directory);
-            DovecotHost.WriteOwner(directory);
+            InstanceDirectories.WriteOwner(directory);
             await instance.CreateFilesAsync(cancellationToken);
             for (var attempt = 1; ; attempt++)
             {
@@ -592,7 +593,7 @@ public sealed class DovecotInstance : IAsyncDisposable
         }
 
         // Children whose master died on its own were re-parented and escape the tree walk: sweep by name.
-        await DovecotProcesses.KillAllAsync(InstanceName, ConfigPath, s_stopTimeout);
+        await DovecotHost.Instances.KillAllAsync(DataDirectory, s_stopTimeout);
         if (process is not null)
         {
             using (process)

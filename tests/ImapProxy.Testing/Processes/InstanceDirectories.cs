@@ -4,19 +4,42 @@ using System.Globalization;
 namespace ImapProxy.Testing.Processes;
 
 /// <summary>
-/// The directories of one kind of external test server (Consul agents, Prometheus servers) under a common root,
-/// and the removal of servers left running by test processes that died. A server's command line names its own
-/// directory, which identifies it in /proc; only processes of the given executable are ever killed.
+/// The directories of one kind of external test server (Consul agents, Prometheus servers, Dovecot instances)
+/// under a common root, and the removal of servers left running by test processes that died. A server's
+/// processes are found in /proc by their command lines, which name the instance's directory.
 /// </summary>
-internal sealed class InstanceDirectories(string rootName, string executable)
+internal sealed class InstanceDirectories
 {
     private const string OwnerFileName = "owner";
 
     private readonly SemaphoreSlim _gate = new(1, 1);
+    private readonly string _rootName;
+    private readonly Func<string, string, bool> _isInstanceProcess;
+    private readonly Action<string> _createRoot;
     private bool _prepared;
 
+    /// <summary>Servers run as one executable whose command line names the instance directory.</summary>
+    public InstanceDirectories(string rootName, string executable)
+        : this(rootName, (directory, commandLine) =>
+            // Only the server itself: a shell or an editor looking at the directory is not ours to kill.
+            Path.GetFileName(commandLine.Split(' ', 2)[0]) == executable &&
+            commandLine.Contains(directory.TrimEnd('/') + "/", StringComparison.Ordinal))
+    {
+    }
+
+    /// <param name="rootName">The root's name under the temporary directory.</param>
+    /// <param name="isInstanceProcess">Whether a process (by command line) belongs to the instance in a directory.</param>
+    /// <param name="createRoot">Creates the root directory (default: plain CreateDirectory).</param>
+    public InstanceDirectories(string rootName, Func<string, string, bool> isInstanceProcess, Action<string>? createRoot = null)
+    {
+        _rootName = rootName;
+        _isInstanceProcess = isInstanceProcess;
+        _createRoot = createRoot ?? (path => System.IO.Directory.CreateDirectory(path));
+        RootDirectory = ChooseRoot(rootName);
+    }
+
     /// <summary>Every instance's directory lives under this root.</summary>
-    public string RootDirectory { get; } = ChooseRoot(rootName);
+    public string RootDirectory { get; }
 
     /// <summary>Creates the root and, once per process, kills and removes the instances of dead test processes.</summary>
     public async Task PrepareAsync(CancellationToken cancellationToken)
@@ -34,7 +57,7 @@ internal sealed class InstanceDirectories(string rootName, string executable)
                 return;
             }
 
-            System.IO.Directory.CreateDirectory(RootDirectory);
+            _createRoot(RootDirectory);
             await RemoveOrphanedAsync();
             Volatile.Write(ref _prepared, true);
         }
@@ -52,14 +75,13 @@ internal sealed class InstanceDirectories(string rootName, string executable)
         File.WriteAllText(Path.Combine(directory, OwnerFileName), string.Create(CultureInfo.InvariantCulture, $"{pid} {startTime}\n"));
     }
 
-    /// <summary>Kills every process of the executable whose command line mentions the directory; waits (bounded) until none is left.</summary>
+    /// <summary>Kills every process of the instance in the directory; waits (bounded) until none is left.</summary>
     public async Task KillAllAsync(string directory, TimeSpan timeout)
     {
-        var marker = directory.TrimEnd('/') + "/";
         var start = Stopwatch.GetTimestamp();
         while (true)
         {
-            var pids = Find(marker);
+            var pids = Find(directory);
             if (pids.Count == 0)
             {
                 return;
@@ -67,7 +89,7 @@ internal sealed class InstanceDirectories(string rootName, string executable)
 
             if (Stopwatch.GetElapsedTime(start) > timeout)
             {
-                throw new TimeoutException($"{executable} in {directory} still has processes {string.Join(", ", pids)} after {timeout}.");
+                throw new TimeoutException($"{_rootName}: {directory} still has processes {string.Join(", ", pids)} after {timeout}.");
             }
 
             foreach (var pid in pids)
@@ -141,16 +163,14 @@ internal sealed class InstanceDirectories(string rootName, string executable)
         return ReadStartTime(pid) != startTime;
     }
 
-    private List<int> Find(string marker)
+    private List<int> Find(string directory)
     {
         var pids = new List<int>();
         foreach (var entry in System.IO.Directory.EnumerateDirectories("/proc"))
         {
-            // Only the server itself: a shell or an editor looking at the directory is not ours to kill.
             if (int.TryParse(Path.GetFileName(entry), NumberStyles.None, CultureInfo.InvariantCulture, out var pid) &&
                 ReadCommandLine(pid) is { } commandLine &&
-                Path.GetFileName(commandLine.Split(' ', 2)[0]) == executable &&
-                commandLine.Contains(marker, StringComparison.Ordinal))
+                _isInstanceProcess(directory, commandLine))
             {
                 pids.Add(pid);
             }
