@@ -180,7 +180,6 @@ public static class ImapProxyHost
         var certificates = services.GetRequiredService<ServerCertificateProvider>();
         certificates.EnsureLoaded();
 
-        var metrics = services.GetRequiredService<ImapProxyMetrics>();
         foreach (var listener in options.Listeners)
         {
             kestrel.Listen(IPAddress.Parse(listener.Address), listener.Port, listen =>
@@ -196,38 +195,14 @@ public static class ImapProxyHost
                     listen.Use(next => connection => proxyHeader.InvokeAsync(connection, next));
                 }
 
-                if (listener.Tls != ListenerTls.Implicit)
+                // Not async: an awaiting wrapper would stay in memory for the whole life of every session. TLS, implicit
+                // or after STARTTLS, is the session's own business (ClientSession), not Kestrel's HTTPS middleware: the
+                // session splices the TLS stream directly, and counts and logs a failed handshake like any other end.
+                listen.Use(next => connection =>
                 {
-                    // Not async: an awaiting wrapper would stay in memory for the whole life of every session.
-                    listen.Use(next => connection =>
-                    {
-                        connection.Features.Set(new ListenerFeature(listener));
-                        return next(connection);
-                    });
-                }
-                else
-                {
-                    // Outside TLS, so that a connection whose handshake fails (Kestrel's middleware ends it without
-                    // calling the handler) is still counted.
-                    listen.Use(next => async connection =>
-                    {
-                        var feature = new ListenerFeature(listener);
-                        connection.Features.Set(feature);
-                        await next(connection);
-                        if (!feature.SessionStarted)
-                        {
-                            metrics.ConnectionOpened(listener.Name, "implicit");
-                            metrics.TlsHandshakeFailed(listener.Name);
-                            metrics.ConnectionClosed(listener.Name);
-                        }
-                    });
-
-                    listen.UseHttps(new TlsHandshakeCallbackOptions
-                    {
-                        OnConnection = _ => ValueTask.FromResult(certificates.GetServerOptions()),
-                        HandshakeTimeout = certificates.HandshakeTimeout,
-                    });
-                }
+                    connection.Features.Set(new ListenerFeature(listener));
+                    return next(connection);
+                });
 
                 listen.UseConnectionHandler<ImapConnectionHandler>();
                 registry.Add(listener.Name, listen);

@@ -114,6 +114,21 @@ public class RawProtocolTests(ClusterFixture cluster)
     }
 
     [Fact]
+    public async Task ImplicitTlsPort_BytesThatAreNoClientHello_AreNeverAnsweredInPlaintext()
+    {
+        var skip = cluster.Proxy.Logs.Count;
+        await using var client = await RawImapClient.ConnectAsync(cluster.Proxy.Imaps);
+        await client.SendAsync("a LOGIN alice alice-pass\r\n\r\n");
+
+        // No greeting, no BYE (at most a TLS alert record): the handshake fails, the session ends with its reason.
+        var answer = await client.ReadLineAsync(TimeSpan.FromSeconds(20));
+        Assert.True(answer is null || answer.EndsWith("<EOF>", StringComparison.Ordinal), $"a line in plaintext: {answer}");
+        Assert.DoesNotContain("OK", answer ?? "", StringComparison.Ordinal);
+        Assert.DoesNotContain("BYE", answer ?? "", StringComparison.Ordinal);
+        await cluster.Proxy.Logs.WaitForAsync(l => l.Contains("reason=tls handshake failed", StringComparison.Ordinal), TimeSpan.FromSeconds(10), skip);
+    }
+
+    [Fact]
     public async Task PlaintextLogin_WithoutTls_IsRefusedUnlessTrusted()
     {
         await using (var client = await RawImapClient.ConnectAsync(cluster.Proxy.Plain))

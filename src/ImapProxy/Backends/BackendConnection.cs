@@ -25,15 +25,28 @@ internal sealed class BackendConnection : IAsyncDisposable
     /// <summary>The network stream, or the TLS stream over it.</summary>
     public Stream Stream { get; }
 
-    /// <summary>The reader used during the hand-over; it does not own <see cref="Stream"/>.</summary>
-    public PipeReader Input { get; }
+    /// <summary>
+    /// The reader used during the hand-over; it does not own <see cref="Stream"/>. Null once the splice has taken
+    /// what it held (<see cref="ReleaseInput"/>).
+    /// </summary>
+    public PipeReader? Input { get; private set; }
 
     /// <summary>The backend's post-login capability list (without the "CAPABILITY" keyword).</summary>
     public byte[] Capabilities { get; }
 
+    /// <summary>
+    /// Completes the hand-over's reader and lets go of it: its segment pool would otherwise stay in memory for the
+    /// whole life of the session. The stream stays open.
+    /// </summary>
+    public void ReleaseInput()
+    {
+        Input?.Complete();
+        Input = null;
+    }
+
     public async ValueTask DisposeAsync()
     {
-        await Input.CompleteAsync();
+        ReleaseInput();
         await Stream.DisposeAsync();
         Socket.Dispose();
     }

@@ -36,7 +36,8 @@ internal sealed class ClientSession
 
     private PipeReader _input;
     private PipeWriter _output;
-    private SslStream? _startTls;
+    private SslStream? _tls; // implicit TLS or after STARTTLS; _input and _output are then adapters over it
+    private bool _handshaking; // a TLS handshake began and did not succeed: no plaintext may be written any more
     private string _user = "-"; // as logged (escaped)
     private string _directoryUser = "";
     private DirectorySource _source;
@@ -64,10 +65,6 @@ internal sealed class ClientSession
             .SetTag("client.port", _client.Port).SetTag("network.transport", "tcp");
         _sessionId = _preAuthActivity?.TraceId.ToHexString() ?? ActivityTraceId.CreateRandom().ToHexString();
         _metrics.ConnectionOpened(_listener.Name, TlsMode);
-        if (_connection.Features.Get<Microsoft.AspNetCore.Server.Kestrel.Core.Features.ISslStreamFeature>()?.SslStream is { } implicitTls)
-        {
-            _services.TlsBuffers.Apply(implicitTls);
-        }
 
         BackendConnection? backend = null;
         SpliceResult splice = default;
@@ -90,7 +87,23 @@ internal sealed class ClientSession
                 var live = StartSplice(backend);
                 try
                 {
-                    splice = await Splicer.RunAsync(_input, _output, backend, _metrics, live.Control);
+                    if (_tls is null)
+                    {
+                        splice = await Splicer.RunAsync(_input, _output, backend, _metrics, live.Control);
+                    }
+                    else
+                    {
+                        // The TLS stream is spliced directly; its pipe adapters are let go of meanwhile.
+                        var pipelined = ReleaseTlsAdapters();
+                        try
+                        {
+                            splice = await Splicer.RunAsync(_tls, _connection.Transport.Input, pipelined, backend, _metrics, live.Control);
+                        }
+                        finally
+                        {
+                            CreateTlsAdapters();
+                        }
+                    }
                 }
                 finally
                 {
@@ -119,11 +132,11 @@ internal sealed class ClientSession
                 await backend.DisposeAsync();
             }
 
-            if (_startTls is not null)
+            if (_tls is not null)
             {
                 await _input.CompleteAsync();
                 await _output.CompleteAsync();
-                await _startTls.DisposeAsync();
+                await _tls.DisposeAsync();
             }
 
             _metrics.ConnectionClosed(_listener.Name);
@@ -155,6 +168,12 @@ internal sealed class ClientSession
         using var preAuth = CancellationTokenSource.CreateLinkedTokenSource(preAuthTimeout.Token, _connection.ConnectionClosed, _services.Shutdown.Stopping);
         try
         {
+            // Implicit TLS: the handshake comes first, under the pre-auth timeout as well as its own.
+            if (_listener.Tls == ListenerTls.Implicit && !await StartTlsAsync(preAuth.Token))
+            {
+                return null;
+            }
+
             machine.WriteGreeting(_output);
             await _output.FlushAsync(preAuth.Token);
             return await RunPreAuthAsync(machine, preAuth.Token);
@@ -318,9 +337,10 @@ internal sealed class ClientSession
 
     private async Task<bool> StartTlsAsync(CancellationToken cancellationToken)
     {
-        var tls = new SslStream(new DuplexPipeStream(_input, _output), leaveInnerStreamOpen: true);
+        var tls = new SslStream(new DuplexPipeStream(_connection.Transport.Input, _connection.Transport.Output), leaveInnerStreamOpen: true);
         using var handshakeTimeout = new CancellationTokenSource(_services.Certificates.HandshakeTimeout, _services.TimeProvider);
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, handshakeTimeout.Token);
+        _handshaking = true;
         try
         {
             await tls.AuthenticateAsServerAsync(_services.Certificates.GetServerOptions(), linked.Token);
@@ -339,11 +359,39 @@ internal sealed class ClientSession
             throw;
         }
 
+        _handshaking = false;
         _services.TlsBuffers.Apply(tls);
-        _startTls = tls;
-        _input = PipeReader.Create(tls, s_tlsReaderOptions);
-        _output = PipeWriter.Create(tls, s_tlsWriterOptions);
+        _tls = tls;
+        CreateTlsAdapters();
         return true;
+    }
+
+    /// <summary>Pipe adapters over the TLS stream, for the pre-auth dialogue and for a BYE after the splice.</summary>
+    private void CreateTlsAdapters()
+    {
+        _input = PipeReader.Create(_tls!, s_tlsReaderOptions);
+        _output = PipeWriter.Create(_tls!, s_tlsWriterOptions);
+    }
+
+    /// <summary>
+    /// Completes the adapters and lets go of them before the splice (each keeps a token source and a segment pool;
+    /// a spliced session keeps neither; nothing touches them until <see cref="CreateTlsAdapters"/> after the splice),
+    /// and returns what the client pipelined behind its login that the reader already decrypted.
+    /// </summary>
+    private byte[] ReleaseTlsAdapters()
+    {
+        var pipelined = Array.Empty<byte>();
+        if (_input.TryRead(out var buffered))
+        {
+            pipelined = buffered.Buffer.ToArray();
+            _input.AdvanceTo(buffered.Buffer.End);
+        }
+
+        _input.Complete();
+        _output.Complete(); // nothing is buffered: the login's answer was flushed
+        _input = null!;
+        _output = null!;
+        return pipelined;
     }
 
     private async Task<BackendConnection?> LoginAsync(PreAuthMachine machine, CancellationToken cancellationToken)
@@ -485,6 +533,12 @@ internal sealed class ClientSession
 
     private async Task TryWriteByeAsync(string text)
     {
+        if (_handshaking)
+        {
+            // Timed out or shut down mid-handshake: the client expects TLS records, not a plaintext BYE.
+            return;
+        }
+
         try
         {
             ResponseWriter.WriteUntaggedStatus(_output, ImapStatus.Bye, default, System.Text.Encoding.ASCII.GetBytes(text));

@@ -4,11 +4,19 @@ using System.IO.Pipelines;
 namespace ImapProxy.Connections;
 
 /// <summary>
-/// A stream over the connection's transport pipes, so STARTTLS can put an <see cref="System.Net.Security.SslStream"/>
-/// on top of the plain connection Kestrel gave us. Zero-byte reads wait for data without consuming it.
+/// A stream over the connection's transport pipes, so TLS (implicit or after STARTTLS) can put an
+/// <see cref="System.Net.Security.SslStream"/> on top of the plain connection Kestrel gave us. Zero-byte reads wait
+/// for data without consuming it.
 /// </summary>
+/// <remarks>
+/// A read cancelled through <see cref="PipeReader.CancelPendingRead"/> ends the stream: it and every later read
+/// return 0. That is how the splice stops a TLS session's reads without a token registration per idle session
+/// (SslStream may read its inner stream more than once per read of its own, so a one-shot cancel could be lost).
+/// </remarks>
 internal sealed class DuplexPipeStream(PipeReader input, PipeWriter output) : Stream
 {
+    private bool _ended;
+
     public override bool CanRead => true;
 
     public override bool CanWrite => true;
@@ -25,10 +33,17 @@ internal sealed class DuplexPipeStream(PipeReader input, PipeWriter output) : St
 
     public override async ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
     {
-        while (true)
+        while (!_ended)
         {
             var result = await input.ReadAsync(cancellationToken);
             var data = result.Buffer;
+            if (result.IsCanceled)
+            {
+                input.AdvanceTo(data.Start);
+                _ended = true;
+                return 0;
+            }
+
             if (buffer.Length == 0)
             {
                 input.AdvanceTo(data.Start);
@@ -44,11 +59,13 @@ internal sealed class DuplexPipeStream(PipeReader input, PipeWriter output) : St
             }
 
             input.AdvanceTo(data.End);
-            if (result.IsCompleted || result.IsCanceled)
+            if (result.IsCompleted)
             {
                 return 0;
             }
         }
+
+        return 0;
     }
 
     public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>

@@ -9,7 +9,6 @@ internal sealed class ImapConnectionHandler(ImapSessionServices services) : Conn
     {
         var listener = connection.Features.Get<ListenerFeature>()
             ?? throw new InvalidOperationException("IMAP connection without a listener feature.");
-        listener.SessionStarted = true;
         return new ClientSession(connection, listener.Options, services).RunAsync();
     }
 }

@@ -6,7 +6,4 @@ namespace ImapProxy.Connections;
 internal sealed class ListenerFeature(ListenerOptions options)
 {
     public ListenerOptions Options { get; } = options;
-
-    /// <summary>The session began: the connection got past the listener's TLS handshake, if it has one.</summary>
-    public bool SessionStarted { get; set; }
 }

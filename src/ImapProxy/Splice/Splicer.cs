@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.IO.Pipelines;
+using System.Net.Security;
 using System.Net.Sockets;
 using ImapProxy.Backends;
 using ImapProxy.Protocol.Responses;
@@ -9,24 +10,31 @@ namespace ImapProxy.Splice;
 
 /// <summary>
 /// Copies bytes both ways between a logged-in client and its backend until one side ends. The client-to-backend
-/// loop runs in <see cref="RunAsync"/>'s own frame and the backend-to-client loop as one task beside it; the first
-/// to finish stops the other, and both have ended before anything is disposed. Idle sessions hold no buffers: the
-/// client side rests in the transport's own zero-byte read, the backend side in a zero-byte read on its stream.
+/// loop runs in the entry method's own frame and the backend-to-client loop as one task beside it; the first to
+/// finish stops the other, and both have ended before anything is disposed. Idle sessions hold no buffers: the
+/// client side rests in a zero-byte read (the transport's own for a plaintext client, the TLS stream's for a TLS
+/// one), the backend side in a zero-byte read on its stream.
 /// </summary>
 /// <remarks>
 /// Per-session objects are kept few on purpose (memory per idle session is a benchmark figure): no WhenAny, no
-/// task for the upstream loop, no token registrations; see <see cref="SpliceControl"/>.
+/// task for the upstream loop, no token registrations; see <see cref="SpliceControl"/>. A TLS client is spliced on
+/// its <see cref="SslStream"/> directly rather than through pipe adapters over it: two objects with token sources
+/// and segment pools less per session, and one copy less each way.
 /// </remarks>
 internal static class Splicer
 {
     /// <summary>Read size for backend data; large FETCH bodies move in these steps.</summary>
     private const int BackendReadSize = 16 * 1024;
 
+    /// <summary>Read size for a TLS client's data (what SslStream has decrypted is copied out in these steps).</summary>
+    private const int TlsClientReadSize = 16 * 1024;
+
+    /// <summary>Splices a plaintext client given as the transport's pipes.</summary>
     public static async Task<SpliceResult> RunAsync(PipeReader clientInput, PipeWriter clientOutput, BackendConnection backend, ImapProxyMetrics metrics, SpliceControl control)
     {
         var state = new State();
         control.Attach(clientInput, backend);
-        var downstream = BackendToClientAsync(backend, clientOutput, state, metrics, control);
+        var downstream = BackendToClientAsync(backend, clientOutput, null, state, metrics, control);
 
         // Client to backend. Loops end without exceptions (a session's end is an outcome, and thousands of sessions
         // ending at once must not cost thousands of throws): see SpliceControl.Stop. Whatever ends this loop, even
@@ -74,8 +82,7 @@ internal static class Splicer
                     break;
                 }
 
-                state.FromClient += buffer.Length;
-                metrics.ClientToBackend(buffer.Length);
+                state.Forwarded(metrics, buffer.Length);
                 if (result.IsCanceled || result.IsCompleted)
                 {
                     upstream = result.IsCanceled ? SpliceOutcome.Cancelled : SpliceOutcome.ClientClosed;
@@ -91,37 +98,135 @@ internal static class Splicer
             await downstream;
         }
 
-        var outcome = control.StopRequested ? SpliceOutcome.Cancelled : state.First;
-        return new SpliceResult(outcome, state.FromClient, state.FromBackend, state.Boundary.AtLineStart, state.Boundary.SawBye);
+        return state.Result(control);
     }
 
-    private static async Task<SpliceOutcome> BackendToClientAsync(BackendConnection backend, PipeWriter output, State state, ImapProxyMetrics metrics, SpliceControl control)
+    /// <summary>
+    /// Splices a TLS client on its stream. <paramref name="transportInput"/> is the pipe the TLS stream reads from
+    /// (through <c>DuplexPipeStream</c>, which ends when that pipe's read is cancelled): the splice is stopped
+    /// through it. <paramref name="fromClient"/> holds what the client sent behind its login and the pre-auth
+    /// reader had already decrypted; it goes to the backend first.
+    /// </summary>
+    public static async Task<SpliceResult> RunAsync(SslStream client, PipeReader transportInput, ReadOnlyMemory<byte> fromClient, BackendConnection backend, ImapProxyMetrics metrics, SpliceControl control)
+    {
+        var state = new State();
+        control.Attach(transportInput, backend);
+        var downstream = BackendToClientAsync(backend, null, client, state, metrics, control);
+        var backendStream = backend.Stream;
+        byte[]? rented = null;
+        try
+        {
+            SpliceOutcome upstream;
+            while (true)
+            {
+                int read;
+                if (!fromClient.IsEmpty)
+                {
+                    read = fromClient.Length;
+                }
+                else
+                {
+                    try
+                    {
+                        // Wait for data without holding a buffer; SslStream then holds none either.
+                        _ = await client.ReadAsync(Memory<byte>.Empty);
+                        rented = ArrayPool<byte>.Shared.Rent(TlsClientReadSize);
+                        read = await client.ReadAsync(rented);
+                    }
+                    catch (Exception ex) when (IsConnectionError(ex))
+                    {
+                        upstream = SpliceOutcome.ClientError;
+                        break;
+                    }
+
+                    if (read == 0)
+                    {
+                        upstream = control.StopRequested ? SpliceOutcome.Cancelled : SpliceOutcome.ClientClosed;
+                        break;
+                    }
+
+                    fromClient = rented.AsMemory(0, read);
+                }
+
+                try
+                {
+                    await backendStream.WriteAsync(fromClient);
+                }
+                catch (Exception ex) when (IsConnectionError(ex))
+                {
+                    upstream = SpliceOutcome.BackendError;
+                    break;
+                }
+
+                fromClient = default;
+                Return(ref rented);
+                state.Forwarded(metrics, read);
+            }
+
+            state.Finished(upstream);
+        }
+        finally
+        {
+            Return(ref rented);
+            control.Stop();
+            await downstream;
+        }
+
+        return state.Result(control);
+    }
+
+    /// <summary>
+    /// Backend to client: into the client's pipe when it is plaintext (the backend reads straight into the pipe's
+    /// memory), through a pooled buffer into the TLS stream otherwise. Exactly one of the two is given.
+    /// </summary>
+    private static async Task<SpliceOutcome> BackendToClientAsync(BackendConnection backend, PipeWriter? output, SslStream? tls, State state, ImapProxyMetrics metrics, SpliceControl control)
     {
         var boundary = state.Boundary;
         var flushCancellation = control.FlushToken;
+        byte[]? rented = null;
         try
         {
             // Bytes the backend sent right behind its login OK were read during the hand-over.
-            if (backend.Input.TryRead(out var leftover))
+            if (backend.Input!.TryRead(out var leftover))
             {
-                foreach (var segment in leftover.Buffer)
+                var bytes = leftover.Buffer;
+                foreach (var segment in bytes)
                 {
-                    output.Write(segment.Span);
                     boundary.Advance(segment.Span);
                 }
 
-                state.FromBackend += leftover.Buffer.Length;
-                metrics.BackendToClient(leftover.Buffer.Length);
-                backend.Input.AdvanceTo(leftover.Buffer.End);
-                var first = await output.FlushAsync(flushCancellation);
-                if (first.IsCanceled || first.IsCompleted)
+                state.Delivered(metrics, bytes.Length);
+                if (tls is null)
                 {
-                    return Finished(state, control, first.IsCanceled ? SpliceOutcome.Cancelled : SpliceOutcome.ClientClosed);
+                    foreach (var segment in bytes)
+                    {
+                        output!.Write(segment.Span);
+                    }
+
+                    backend.Input.AdvanceTo(bytes.End);
+                    var first = await output!.FlushAsync(flushCancellation);
+                    if (first.IsCanceled || first.IsCompleted)
+                    {
+                        return Finished(state, control, first.IsCanceled ? SpliceOutcome.Cancelled : SpliceOutcome.ClientClosed);
+                    }
+                }
+                else
+                {
+                    var copy = bytes.ToArray();
+                    backend.Input.AdvanceTo(bytes.End);
+                    try
+                    {
+                        await tls.WriteAsync(copy, flushCancellation);
+                    }
+                    catch (Exception ex) when (IsConnectionError(ex))
+                    {
+                        return Finished(state, control, SpliceOutcome.ClientError);
+                    }
                 }
             }
 
-            // The hand-over's reader is done: completing it (the stream stays open) lets go of its buffer segments.
-            await backend.Input.CompleteAsync();
+            // The hand-over's reader is done: letting go of it frees its buffer segments (the stream stays open).
+            backend.ReleaseInput();
 
             var stream = backend.Stream;
             var lastReadFilled = false;
@@ -133,7 +238,17 @@ internal static class Splicer
                     _ = await stream.ReadAsync(Memory<byte>.Empty, CancellationToken.None);
                 }
 
-                var memory = output.GetMemory(BackendReadSize);
+                Memory<byte> memory;
+                if (tls is null)
+                {
+                    memory = output!.GetMemory(BackendReadSize);
+                }
+                else
+                {
+                    rented = ArrayPool<byte>.Shared.Rent(BackendReadSize);
+                    memory = rented;
+                }
+
                 int read;
                 try
                 {
@@ -151,27 +266,32 @@ internal static class Splicer
 
                 lastReadFilled = read == memory.Length;
                 boundary.Advance(memory.Span[..read]);
-                output.Advance(read);
-                state.FromBackend += read;
-                metrics.BackendToClient(read);
-                FlushResult flush;
+                state.Delivered(metrics, read);
                 try
                 {
-                    flush = await output.FlushAsync(flushCancellation);
+                    if (tls is null)
+                    {
+                        output!.Advance(read);
+                        var flush = await output.FlushAsync(flushCancellation);
+                        if (flush.IsCanceled)
+                        {
+                            return Finished(state, control, SpliceOutcome.Cancelled);
+                        }
+
+                        if (flush.IsCompleted)
+                        {
+                            return Finished(state, control, SpliceOutcome.ClientClosed);
+                        }
+                    }
+                    else
+                    {
+                        await tls.WriteAsync(memory[..read], flushCancellation);
+                        Return(ref rented);
+                    }
                 }
                 catch (Exception ex) when (IsConnectionError(ex))
                 {
                     return Finished(state, control, SpliceOutcome.ClientError);
-                }
-
-                if (flush.IsCanceled)
-                {
-                    return Finished(state, control, SpliceOutcome.Cancelled);
-                }
-
-                if (flush.IsCompleted)
-                {
-                    return Finished(state, control, SpliceOutcome.ClientClosed);
                 }
             }
         }
@@ -185,6 +305,8 @@ internal static class Splicer
         }
         finally
         {
+            Return(ref rented);
+
             // Also when something unexpected was thrown: the upstream loop must never be left waiting alone.
             control.Stop();
         }
@@ -198,6 +320,15 @@ internal static class Splicer
         return outcome;
     }
 
+    private static void Return(ref byte[]? rented)
+    {
+        if (rented is not null)
+        {
+            ArrayPool<byte>.Shared.Return(rented);
+            rented = null;
+        }
+    }
+
     private static bool IsConnectionError(Exception ex) =>
         ex is IOException or SocketException or ObjectDisposedException or InvalidOperationException or
             Microsoft.AspNetCore.Connections.ConnectionResetException or Microsoft.AspNetCore.Connections.ConnectionAbortedException;
@@ -206,14 +337,25 @@ internal static class Splicer
     private sealed class State
     {
         private int _firstSet;
-
-        public long FromClient;
-        public long FromBackend;
+        private long _fromClient;
+        private long _fromBackend;
 
         public ResponseBoundaryTracker Boundary { get; } = new();
 
         /// <summary>The outcome of the loop that finished first.</summary>
-        public SpliceOutcome First { get; private set; }
+        private SpliceOutcome First { get; set; }
+
+        public void Forwarded(ImapProxyMetrics metrics, long bytes)
+        {
+            _fromClient += bytes;
+            metrics.ClientToBackend(bytes);
+        }
+
+        public void Delivered(ImapProxyMetrics metrics, long bytes)
+        {
+            _fromBackend += bytes;
+            metrics.BackendToClient(bytes);
+        }
 
         public void Finished(SpliceOutcome outcome)
         {
@@ -222,5 +364,9 @@ internal static class Splicer
                 First = outcome;
             }
         }
+
+        /// <summary>After both loops ended: a requested stop wins over however the loops saw it.</summary>
+        public SpliceResult Result(SpliceControl control) =>
+            new(control.StopRequested ? SpliceOutcome.Cancelled : First, _fromClient, _fromBackend, Boundary.AtLineStart, Boundary.SawBye);
     }
 }

@@ -1,19 +1,23 @@
 using System.Buffers;
 using System.IO.Pipelines;
 using System.Net;
+using System.Net.Security;
 using System.Net.Sockets;
 using System.Text;
 using ImapProxy.Backends;
+using ImapProxy.Connections;
 using ImapProxy.Splice;
 using ImapProxy.Telemetry;
+using ImapProxy.Testing.Certificates;
 using ImapProxy.Testing.Telemetry;
 using Xunit;
 
 namespace ImapProxy.Tests.Splice;
 
 /// <summary>
-/// The splice between an in-memory client (pipes) and a real loopback backend socket: how each kind of end is
-/// reported, and that nothing is left running or waiting.
+/// The splice between an in-memory client connection (pipes, as Kestrel's transport gives them) and a real loopback
+/// backend socket: how each kind of end is reported, and that nothing is left running or waiting. Every case runs
+/// with a plaintext client and with a TLS client (a real TLS session over the same pipes, spliced on its stream).
 /// </summary>
 public sealed class SplicerTests : IAsyncDisposable
 {
@@ -23,8 +27,11 @@ public sealed class SplicerTests : IAsyncDisposable
     private readonly Pipe _fromClient = new();
     private readonly Pipe _toClient;
     private readonly SpliceControl _control = new();
+    private readonly string _directory = Path.Combine(Path.GetTempPath(), "splicer-tests-" + Guid.NewGuid().ToString("N"));
     private Socket? _peer;
     private BackendConnection? _backend;
+    private SslStream? _serverTls;
+    private SslStream? _clientTls; // the client's end of the TLS session, when the case runs with TLS
 
     public SplicerTests()
     {
@@ -40,20 +47,36 @@ public sealed class SplicerTests : IAsyncDisposable
         }
 
         _peer?.Dispose();
+        if (_serverTls is not null)
+        {
+            await _serverTls.DisposeAsync();
+        }
+
+        if (_clientTls is not null)
+        {
+            await _clientTls.DisposeAsync();
+        }
+
         _meters.Dispose();
+        if (System.IO.Directory.Exists(_directory))
+        {
+            System.IO.Directory.Delete(_directory, recursive: true);
+        }
     }
 
-    [Fact]
-    public async Task BytesFlowBothWays_AndTheClientsCloseEndsIt()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task BytesFlowBothWays_AndTheClientsCloseEndsIt(bool tls)
     {
-        var splice = await StartAsync();
+        var splice = await StartAsync(tls);
 
-        await _fromClient.Writer.WriteAsync("a1 NOOP\r\n"u8.ToArray());
+        await SendFromClientAsync("a1 NOOP\r\n");
         Assert.Equal("a1 NOOP\r\n", await ReceiveAtPeerAsync(9));
         await _peer!.SendAsync("a1 OK NOOP completed.\r\n"u8.ToArray());
         Assert.Equal("a1 OK NOOP completed.\r\n", await ReadClientAsync(23));
 
-        await _fromClient.Writer.CompleteAsync();
+        await CloseClientAsync();
         var result = await splice.WaitAsync(s_limit);
 
         Assert.Equal(SpliceOutcome.ClientClosed, result.Outcome);
@@ -65,10 +88,12 @@ public sealed class SplicerTests : IAsyncDisposable
         Assert.False(_control.FlushToken.IsCancellationRequested);
     }
 
-    [Fact]
-    public async Task BackendClose_EndsItWithoutTheClientDoingAnything()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task BackendClose_EndsItWithoutTheClientDoingAnything(bool tls)
     {
-        var splice = await StartAsync();
+        var splice = await StartAsync(tls);
 
         await _peer!.SendAsync("* BYE Logging out\r\n"u8.ToArray());
         _peer.Shutdown(SocketShutdown.Send);
@@ -79,11 +104,13 @@ public sealed class SplicerTests : IAsyncDisposable
         Assert.Equal("* BYE Logging out\r\n", await ReadClientAsync(19));
     }
 
-    [Fact]
-    public async Task Kick_EndsAnIdleSessionAsCancelledAtAResponseBoundary()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Kick_EndsAnIdleSessionAsCancelledAtAResponseBoundary(bool tls)
     {
-        var splice = await StartAsync();
-        await _fromClient.Writer.WriteAsync("a2 IDLE\r\n"u8.ToArray());
+        var splice = await StartAsync(tls);
+        await SendFromClientAsync("a2 IDLE\r\n");
         Assert.Equal("a2 IDLE\r\n", await ReceiveAtPeerAsync(9));
         await _peer!.SendAsync("+ idling\r\n"u8.ToArray());
         Assert.Equal("+ idling\r\n", await ReadClientAsync(10));
@@ -96,10 +123,12 @@ public sealed class SplicerTests : IAsyncDisposable
         Assert.False(result.BackendSaidBye);
     }
 
-    [Fact]
-    public async Task Kick_EndsASpliceStuckOnAClientThatDoesNotRead()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Kick_EndsASpliceStuckOnAClientThatDoesNotRead(bool tls)
     {
-        var splice = await StartAsync();
+        var splice = await StartAsync(tls);
         var literal = new byte[1024 * 1024];
         var sending = _peer!.SendAsync(literal); // far more than the client window: the splice's flush blocks
         var buffered = await _toClient.Reader.ReadAtLeastAsync(64 * 1024).AsTask().WaitAsync(s_limit);
@@ -119,18 +148,62 @@ public sealed class SplicerTests : IAsyncDisposable
         }
     }
 
-    [Fact]
-    public async Task BytesReadDuringTheHandoverReachTheClientFirst()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task BytesReadDuringTheHandoverReachTheClientFirst(bool tls)
     {
-        var splice = await StartAsync(leftover: "* 3 EXISTS\r\n"u8.ToArray());
+        var splice = await StartAsync(tls, leftover: "* 3 EXISTS\r\n"u8.ToArray());
 
         Assert.Equal("* 3 EXISTS\r\n", await ReadClientAsync(12));
-        await _fromClient.Writer.CompleteAsync();
+        await CloseClientAsync();
         var result = await splice.WaitAsync(s_limit);
         Assert.Equal(12, result.BytesFromBackend);
     }
 
-    private async Task<Task<SpliceResult>> StartAsync(byte[]? leftover = null)
+    [Fact]
+    public async Task Tls_WhatTheClientPipelinedBehindItsLoginReachesTheBackendFirst()
+    {
+        var splice = await StartAsync(tls: true, pipelined: "b SELECT INBOX\r\n"u8.ToArray());
+
+        await SendFromClientAsync("c NOOP\r\n");
+        Assert.Equal("b SELECT INBOX\r\nc NOOP\r\n", await ReceiveAtPeerAsync(24));
+        await CloseClientAsync();
+        var result = await splice.WaitAsync(s_limit);
+        Assert.Equal(SpliceOutcome.ClientClosed, result.Outcome);
+        Assert.Equal(24, result.BytesFromClient);
+    }
+
+    [Fact]
+    public async Task Tls_LargeTransfersBothWaysArriveIntact()
+    {
+        var splice = await StartAsync(tls: true);
+        var upload = new byte[300 * 1024];
+        var download = new byte[700 * 1024];
+        Random.Shared.NextBytes(upload);
+        Random.Shared.NextBytes(download);
+
+        var atPeer = new byte[upload.Length];
+        var receiving = ReceiveExactlyAtPeerAsync(atPeer);
+        await _clientTls!.WriteAsync(upload);
+        await _clientTls.FlushAsync();
+        await receiving.WaitAsync(s_limit);
+        Assert.Equal(upload, atPeer);
+
+        var atClient = new byte[download.Length];
+        var reading = _clientTls.ReadExactlyAsync(atClient).AsTask();
+        await _peer!.SendAsync(download);
+        await reading.WaitAsync(s_limit);
+        Assert.Equal(download, atClient);
+
+        _control.RequestStop();
+        var result = await splice.WaitAsync(s_limit);
+        Assert.Equal(SpliceOutcome.Cancelled, result.Outcome);
+        Assert.Equal(upload.Length, result.BytesFromClient);
+        Assert.Equal(download.Length, result.BytesFromBackend);
+    }
+
+    private async Task<Task<SpliceResult>> StartAsync(bool tls, byte[]? leftover = null, byte[]? pipelined = null)
     {
         using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
@@ -149,7 +222,51 @@ public sealed class SplicerTests : IAsyncDisposable
         }
 
         _backend = new BackendConnection(new BackendEndpoint("b1", "127.0.0.1", 143, 1), socket, stream, input, []);
-        return Splicer.RunAsync(_fromClient.Reader, _toClient.Writer, _backend, new ImapProxyMetrics(_meters), _control);
+        var metrics = new ImapProxyMetrics(_meters);
+        if (!tls)
+        {
+            return Splicer.RunAsync(_fromClient.Reader, _toClient.Writer, _backend, metrics, _control);
+        }
+
+        // Both ends of a real TLS session over the two pipes, as the proxy's session layers it over Kestrel's.
+        var certificate = TestCertificates.CreateSelfSigned(_directory);
+        _serverTls = new SslStream(new DuplexPipeStream(_fromClient.Reader, _toClient.Writer), leaveInnerStreamOpen: true);
+        _clientTls = new SslStream(
+            new DuplexPipeStream(_toClient.Reader, _fromClient.Writer),
+            leaveInnerStreamOpen: true,
+            (_, cert, _, _) => cert?.GetRawCertData().AsSpan().SequenceEqual(certificate.Certificate.RawData) == true);
+        await Task.WhenAll(
+            _serverTls.AuthenticateAsServerAsync(new SslServerAuthenticationOptions { ServerCertificate = certificate.Certificate }),
+            _clientTls.AuthenticateAsClientAsync("localhost")).WaitAsync(s_limit);
+        return Splicer.RunAsync(_serverTls, _fromClient.Reader, pipelined ?? ReadOnlyMemory<byte>.Empty, _backend, metrics, _control);
+    }
+
+    private async Task SendFromClientAsync(string text)
+    {
+        var bytes = Encoding.ASCII.GetBytes(text);
+        if (_clientTls is null)
+        {
+            await _fromClient.Writer.WriteAsync(bytes);
+        }
+        else
+        {
+            await _clientTls.WriteAsync(bytes);
+            await _clientTls.FlushAsync();
+        }
+    }
+
+    /// <summary>The client's side of the connection ends (for TLS: the transport under the session, as on a reset).</summary>
+    private async Task CloseClientAsync() => await _fromClient.Writer.CompleteAsync();
+
+    private async Task ReceiveExactlyAtPeerAsync(byte[] buffer)
+    {
+        var received = 0;
+        while (received < buffer.Length)
+        {
+            var n = await _peer!.ReceiveAsync(buffer.AsMemory(received));
+            Assert.NotEqual(0, n);
+            received += n;
+        }
     }
 
     private async Task<string> ReceiveAtPeerAsync(int count)
@@ -168,6 +285,13 @@ public sealed class SplicerTests : IAsyncDisposable
 
     private async Task<string> ReadClientAsync(int count)
     {
+        if (_clientTls is not null)
+        {
+            var buffer = new byte[count];
+            await _clientTls.ReadExactlyAsync(buffer).AsTask().WaitAsync(s_limit);
+            return Encoding.ASCII.GetString(buffer);
+        }
+
         var result = await _toClient.Reader.ReadAtLeastAsync(count).AsTask().WaitAsync(s_limit);
         var text = Encoding.ASCII.GetString(result.Buffer.Slice(0, count).ToArray());
         _toClient.Reader.AdvanceTo(result.Buffer.GetPosition(count));
