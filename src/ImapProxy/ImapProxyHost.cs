@@ -180,6 +180,7 @@ public static class ImapProxyHost
         var certificates = services.GetRequiredService<ServerCertificateProvider>();
         certificates.EnsureLoaded();
 
+        var sessionServices = services.GetRequiredService<ImapSessionServices>();
         foreach (var listener in options.Listeners)
         {
             kestrel.Listen(IPAddress.Parse(listener.Address), listener.Port, listen =>
@@ -195,16 +196,10 @@ public static class ImapProxyHost
                     listen.Use(next => connection => proxyHeader.InvokeAsync(connection, next));
                 }
 
-                // Not async: an awaiting wrapper would stay in memory for the whole life of every session. TLS, implicit
-                // or after STARTTLS, is the session's own business (ClientSession), not Kestrel's HTTPS middleware: the
-                // session splices the TLS stream directly, and counts and logs a failed handshake like any other end.
-                listen.Use(next => connection =>
-                {
-                    connection.Features.Set(new ListenerFeature(listener));
-                    return next(connection);
-                });
-
-                listen.UseConnectionHandler<ImapConnectionHandler>();
+                // TLS, implicit or after STARTTLS, is the session's own business (ClientSession), not Kestrel's HTTPS
+                // middleware: the session splices the TLS stream directly, and counts and logs a failed handshake like
+                // any other end of a session.
+                listen.Run(new ImapConnectionHandler(sessionServices, listener).OnConnectedAsync);
                 registry.Add(listener.Name, listen);
             });
         }

@@ -125,7 +125,8 @@ public class RawProtocolTests(ClusterFixture cluster)
         Assert.True(answer is null || answer.EndsWith("<EOF>", StringComparison.Ordinal), $"a line in plaintext: {answer}");
         Assert.DoesNotContain("OK", answer ?? "", StringComparison.Ordinal);
         Assert.DoesNotContain("BYE", answer ?? "", StringComparison.Ordinal);
-        await cluster.Proxy.Logs.WaitForAsync(l => l.Contains("reason=tls handshake failed", StringComparison.Ordinal), TimeSpan.FromSeconds(10), skip);
+        var who = $":{client.LocalEndPoint.Port} backend="; // this connection's session-end line
+        await cluster.Proxy.Logs.WaitForAsync(l => l.Contains(who, StringComparison.Ordinal) && l.Contains("reason=tls handshake failed", StringComparison.Ordinal), TimeSpan.FromSeconds(10), skip);
     }
 
     [Fact]

@@ -25,6 +25,9 @@ internal sealed class ClientSession
     private static readonly StreamPipeReaderOptions s_tlsReaderOptions = new(bufferSize: 4096, minimumReadSize: 1024, leaveOpen: true, useZeroByteReads: true);
     private static readonly StreamPipeWriterOptions s_tlsWriterOptions = new(minimumBufferSize: 4096, leaveOpen: true);
 
+    /// <summary>Completes the TLS writer without writing what it still holds (never thrown).</summary>
+    private static readonly ConnectionAbortedException s_sessionOver = new("The session is over.");
+
     private readonly ConnectionContext _connection;
     private readonly ListenerOptions _listener;
     private readonly ImapSessionServices _services;
@@ -36,8 +39,8 @@ internal sealed class ClientSession
 
     private PipeReader _input;
     private PipeWriter _output;
-    private SslStream? _tls; // implicit TLS or after STARTTLS; _input and _output are then adapters over it
-    private bool _handshaking; // a TLS handshake began and did not succeed: no plaintext may be written any more
+    private SslStream? _tls; // implicit TLS or after STARTTLS; _input and _output are then adapters over it (set aside during the splice)
+    private bool _tlsUnfinished; // a TLS handshake began and has not succeeded: no plaintext may be written any more
     private string _user = "-"; // as logged (escaped)
     private string _directoryUser = "";
     private DirectorySource _source;
@@ -125,31 +128,39 @@ internal sealed class ClientSession
         }
         finally
         {
-            scope?.Dispose();
-            EndPreAuthSpan(handedOver: false);
-            if (backend is not null)
+            try
             {
-                await backend.DisposeAsync();
-            }
+                scope?.Dispose();
+                EndPreAuthSpan(handedOver: false);
+                if (backend is not null)
+                {
+                    await backend.DisposeAsync();
+                }
 
-            if (_tls is not null)
+                if (_tls is not null)
+                {
+                    _input.Complete();
+
+                    // Completed with an error, so whatever is still buffered (a BYE the client never took) is dropped:
+                    // a plain completion would write it again, with no timeout, to a client that may be gone.
+                    _output.Complete(s_sessionOver);
+                    await _tls.DisposeAsync();
+                }
+            }
+            finally
             {
-                await _input.CompleteAsync();
-                await _output.CompleteAsync();
-                await _tls.DisposeAsync();
+                _metrics.ConnectionClosed(_listener.Name);
+                Log.SessionEnded(
+                    _services.Logger,
+                    _user,
+                    _client,
+                    backend?.Endpoint.Id ?? "-",
+                    _sessionId,
+                    _reason,
+                    splice.BytesFromClient,
+                    splice.BytesFromBackend,
+                    Stopwatch.GetElapsedTime(started).TotalSeconds);
             }
-
-            _metrics.ConnectionClosed(_listener.Name);
-            Log.SessionEnded(
-                _services.Logger,
-                _user,
-                _client,
-                backend?.Endpoint.Id ?? "-",
-                _sessionId,
-                _reason,
-                splice.BytesFromClient,
-                splice.BytesFromBackend,
-                Stopwatch.GetElapsedTime(started).TotalSeconds);
         }
     }
 
@@ -165,7 +176,10 @@ internal sealed class ClientSession
             startTlsOffered: _listener.Tls == ListenerTls.StartTls,
             plaintextAllowedWithoutTls: _services.TrustedNetworks.Contains(_client.Address));
         using var preAuthTimeout = new CancellationTokenSource(_services.Options.PreAuth.Timeout, _services.TimeProvider);
-        using var preAuth = CancellationTokenSource.CreateLinkedTokenSource(preAuthTimeout.Token, _connection.ConnectionClosed, _services.Shutdown.Stopping);
+        // Not linked to the connection's closed token: a registration on it would stay (as the token's registration
+        // table and a free node, ~150 bytes) for the whole life of the session. Reads and writes of the dialogue see
+        // a closed client by themselves; only the auth-failure delay waits on something else (see LoginAsync).
+        using var preAuth = CancellationTokenSource.CreateLinkedTokenSource(preAuthTimeout.Token, _services.Shutdown.Stopping);
         try
         {
             // Implicit TLS: the handshake comes first, under the pre-auth timeout as well as its own.
@@ -340,13 +354,14 @@ internal sealed class ClientSession
         var tls = new SslStream(new DuplexPipeStream(_connection.Transport.Input, _connection.Transport.Output), leaveInnerStreamOpen: true);
         using var handshakeTimeout = new CancellationTokenSource(_services.Certificates.HandshakeTimeout, _services.TimeProvider);
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, handshakeTimeout.Token);
-        _handshaking = true;
+        _tlsUnfinished = true;
         try
         {
             await tls.AuthenticateAsServerAsync(_services.Certificates.GetServerOptions(), linked.Token);
         }
         catch (Exception ex) when (ex is AuthenticationException or IOException || (ex is OperationCanceledException && handshakeTimeout.IsCancellationRequested))
         {
+            // A client gone mid-handshake is a failed handshake too: the handshake's read sees the end of stream.
             await tls.DisposeAsync();
             Log.TlsHandshakeFailed(_services.Logger, _client, ex is OperationCanceledException ? "timeout" : ex.GetType().Name);
             _metrics.TlsHandshakeFailed(_listener.Name);
@@ -359,7 +374,7 @@ internal sealed class ClientSession
             throw;
         }
 
-        _handshaking = false;
+        _tlsUnfinished = false;
         _services.TlsBuffers.Apply(tls);
         _tls = tls;
         CreateTlsAdapters();
@@ -387,8 +402,9 @@ internal sealed class ClientSession
             _input.AdvanceTo(buffered.Buffer.End);
         }
 
+        Debug.Assert(_output.UnflushedBytes == 0, "the login's answer is flushed before the splice");
         _input.Complete();
-        _output.Complete(); // nothing is buffered: the login's answer was flushed
+        _output.Complete();
         _input = null!;
         _output = null!;
         return pipelined;
@@ -477,7 +493,12 @@ internal sealed class ClientSession
                 // The delay grows per (address, user); the dialogue stays usable afterwards.
                 var delay = _services.Throttle.RecordFailure(_client.Address, user);
                 _metrics.AuthFailureDelayed(delay);
-                await Task.Delay(delay, _services.TimeProvider, cancellationToken);
+                using (var delayOrGone = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _connection.ConnectionClosed))
+                {
+                    // A client that hangs up does not keep its session waiting out the delay (password sprays).
+                    await Task.Delay(delay, _services.TimeProvider, delayOrGone.Token);
+                }
+
                 machine.OnLoginFailed(_output, LoginFailure.AuthenticationFailed);
                 break;
 
@@ -533,7 +554,7 @@ internal sealed class ClientSession
 
     private async Task TryWriteByeAsync(string text)
     {
-        if (_handshaking)
+        if (_tlsUnfinished)
         {
             // Timed out or shut down mid-handshake: the client expects TLS records, not a plaintext BYE.
             return;
@@ -544,11 +565,7 @@ internal sealed class ClientSession
             ResponseWriter.WriteUntaggedStatus(_output, ImapStatus.Bye, default, System.Text.Encoding.ASCII.GetBytes(text));
             // A client that does not read must not hold the session open.
             using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(2), _services.TimeProvider);
-            if ((await _output.FlushAsync(timeout.Token)).IsCanceled && !timeout.IsCancellationRequested)
-            {
-                // The splice's stop cancelled this flush (it cancels "the next flush" when none was pending).
-                await _output.FlushAsync(timeout.Token);
-            }
+            await _output.FlushAsync(timeout.Token);
         }
         catch (Exception ex) when (ex is OperationCanceledException or IOException or InvalidOperationException or ConnectionResetException or ConnectionAbortedException)
         {

@@ -12,6 +12,7 @@ namespace ImapProxy.Connections;
 /// A read cancelled through <see cref="PipeReader.CancelPendingRead"/> ends the stream: it and every later read
 /// return 0. That is how the splice stops a TLS session's reads without a token registration per idle session
 /// (SslStream may read its inner stream more than once per read of its own, so a one-shot cancel could be lost).
+/// Writes still work after that end: the BYE after a kick goes out through them.
 /// </remarks>
 internal sealed class DuplexPipeStream(PipeReader input, PipeWriter output) : Stream
 {

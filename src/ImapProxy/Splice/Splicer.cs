@@ -18,8 +18,9 @@ namespace ImapProxy.Splice;
 /// <remarks>
 /// Per-session objects are kept few on purpose (memory per idle session is a benchmark figure): no WhenAny, no
 /// task for the upstream loop, no token registrations; see <see cref="SpliceControl"/>. A TLS client is spliced on
-/// its <see cref="SslStream"/> directly rather than through pipe adapters over it: two objects with token sources
-/// and segment pools less per session, and one copy less each way.
+/// its <see cref="SslStream"/> directly rather than through pipe adapters over it, which would keep two objects with
+/// token sources and segment pools per session. A stop that lands while SslStream holds part of a record makes it
+/// throw (EOF inside a record): the one stop that costs an exception, and the outcome is still "cancelled".
 /// </remarks>
 internal static class Splicer
 {
@@ -57,19 +58,11 @@ internal static class Splicer
                 }
 
                 var buffer = result.Buffer;
-                var written = false;
+                var end = result.IsCanceled ? SpliceOutcome.Cancelled : result.IsCompleted ? SpliceOutcome.ClientClosed : (SpliceOutcome?)null;
+                bool written;
                 try
                 {
-                    foreach (var segment in buffer)
-                    {
-                        await backendStream.WriteAsync(segment);
-                    }
-
-                    written = true;
-                }
-                catch (Exception ex) when (IsConnectionError(ex))
-                {
-                    // Recorded below, after the buffer is released.
+                    written = await WriteToBackendAsync(backendStream, buffer);
                 }
                 finally
                 {
@@ -83,9 +76,9 @@ internal static class Splicer
                 }
 
                 state.Forwarded(metrics, buffer.Length);
-                if (result.IsCanceled || result.IsCompleted)
+                if (end is { } ended)
                 {
-                    upstream = result.IsCanceled ? SpliceOutcome.Cancelled : SpliceOutcome.ClientClosed;
+                    upstream = ended;
                     break;
                 }
             }
@@ -181,48 +174,13 @@ internal static class Splicer
     /// </summary>
     private static async Task<SpliceOutcome> BackendToClientAsync(BackendConnection backend, PipeWriter? output, SslStream? tls, State state, ImapProxyMetrics metrics, SpliceControl control)
     {
-        var boundary = state.Boundary;
-        var flushCancellation = control.FlushToken;
         byte[]? rented = null;
         try
         {
             // Bytes the backend sent right behind its login OK were read during the hand-over.
-            if (backend.Input!.TryRead(out var leftover))
+            if (await ForwardHandoverBytesAsync(backend, output, tls, state, metrics, control.FlushToken) is { } ended)
             {
-                var bytes = leftover.Buffer;
-                foreach (var segment in bytes)
-                {
-                    boundary.Advance(segment.Span);
-                }
-
-                state.Delivered(metrics, bytes.Length);
-                if (tls is null)
-                {
-                    foreach (var segment in bytes)
-                    {
-                        output!.Write(segment.Span);
-                    }
-
-                    backend.Input.AdvanceTo(bytes.End);
-                    var first = await output!.FlushAsync(flushCancellation);
-                    if (first.IsCanceled || first.IsCompleted)
-                    {
-                        return Finished(state, control, first.IsCanceled ? SpliceOutcome.Cancelled : SpliceOutcome.ClientClosed);
-                    }
-                }
-                else
-                {
-                    var copy = bytes.ToArray();
-                    backend.Input.AdvanceTo(bytes.End);
-                    try
-                    {
-                        await tls.WriteAsync(copy, flushCancellation);
-                    }
-                    catch (Exception ex) when (IsConnectionError(ex))
-                    {
-                        return Finished(state, control, SpliceOutcome.ClientError);
-                    }
-                }
+                return Finished(state, control, ended);
             }
 
             // The hand-over's reader is done: letting go of it frees its buffer segments (the stream stays open).
@@ -265,14 +223,14 @@ internal static class Splicer
                 }
 
                 lastReadFilled = read == memory.Length;
-                boundary.Advance(memory.Span[..read]);
+                state.Boundary.Advance(memory.Span[..read]);
                 state.Delivered(metrics, read);
                 try
                 {
                     if (tls is null)
                     {
                         output!.Advance(read);
-                        var flush = await output.FlushAsync(flushCancellation);
+                        var flush = await output.FlushAsync(control.FlushToken);
                         if (flush.IsCanceled)
                         {
                             return Finished(state, control, SpliceOutcome.Cancelled);
@@ -285,7 +243,7 @@ internal static class Splicer
                     }
                     else
                     {
-                        await tls.WriteAsync(memory[..read], flushCancellation);
+                        await tls.WriteAsync(memory[..read], control.FlushToken);
                         Return(ref rented);
                     }
                 }
@@ -306,9 +264,74 @@ internal static class Splicer
         finally
         {
             Return(ref rented);
+            backend.ReleaseInput(); // when the loop ended before it let go of the hand-over reader itself
 
             // Also when something unexpected was thrown: the upstream loop must never be left waiting alone.
             control.Stop();
+        }
+    }
+
+    /// <summary>
+    /// A client read's bytes to the backend; false when the backend failed. In its own method (which normally
+    /// completes without suspending) so the upstream loop's frame, kept for the session's life, stays small.
+    /// </summary>
+    private static async ValueTask<bool> WriteToBackendAsync(Stream backend, ReadOnlySequence<byte> buffer)
+    {
+        try
+        {
+            foreach (var segment in buffer)
+            {
+                await backend.WriteAsync(segment);
+            }
+
+            return true;
+        }
+        catch (Exception ex) when (IsConnectionError(ex))
+        {
+            return false;
+        }
+    }
+
+    /// <summary>
+    /// What the hand-over read past the backend's login OK, to the client; the outcome if that ended the session.
+    /// Once per session, in its own method so the downstream loop's frame does not keep its state.
+    /// </summary>
+    private static async ValueTask<SpliceOutcome?> ForwardHandoverBytesAsync(BackendConnection backend, PipeWriter? output, SslStream? tls, State state, ImapProxyMetrics metrics, CancellationToken flushCancellation)
+    {
+        if (!backend.Input!.TryRead(out var leftover))
+        {
+            return null;
+        }
+
+        var bytes = leftover.Buffer;
+        foreach (var segment in bytes)
+        {
+            state.Boundary.Advance(segment.Span);
+        }
+
+        state.Delivered(metrics, bytes.Length);
+        if (tls is null)
+        {
+            foreach (var segment in bytes)
+            {
+                output!.Write(segment.Span);
+            }
+
+            backend.Input.AdvanceTo(bytes.End);
+            var first = await output!.FlushAsync(flushCancellation);
+            return first.IsCanceled ? SpliceOutcome.Cancelled : first.IsCompleted ? SpliceOutcome.ClientClosed : null;
+        }
+
+        var copy = bytes.ToArray();
+        backend.Input.AdvanceTo(bytes.End);
+        try
+        {
+            await tls.WriteAsync(copy, flushCancellation);
+            return null;
+        }
+        catch (Exception ex) when (IsConnectionError(ex))
+        {
+            return SpliceOutcome.ClientError;
         }
     }
 
@@ -331,6 +354,7 @@ internal static class Splicer
 
     private static bool IsConnectionError(Exception ex) =>
         ex is IOException or SocketException or ObjectDisposedException or InvalidOperationException or
+            System.Security.Authentication.AuthenticationException or // a TLS client's bad record or renegotiation
             Microsoft.AspNetCore.Connections.ConnectionResetException or Microsoft.AspNetCore.Connections.ConnectionAbortedException;
 
     /// <summary>What both loops share. Each byte counter is written by one loop only and read after both ended.</summary>

@@ -67,7 +67,7 @@ public sealed class ConsulDirectoryTests(ConsulCluster cluster) : IClassFixture<
             await cluster.Consul.PutKeyAsync($"imapproxy/users/{moved}", Other(start));
 
             // Idle between responses, so the proxy may say why before it closes.
-            Assert.Equal("* BYE Session moved, please reconnect.", await movedClient.ReadLineAsync(TimeSpan.FromSeconds(20)));
+            Assert.Equal("* BYE Session moved, please reconnect.", await movedClient.ReadLineSkippingKeepalivesAsync(TimeSpan.FromSeconds(20)));
             Assert.True(await movedClient.WaitForCloseAsync(TimeSpan.FromSeconds(10)));
 
             // The bystander's IDLE is untouched and still in step.

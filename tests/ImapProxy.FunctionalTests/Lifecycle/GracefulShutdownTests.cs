@@ -96,7 +96,7 @@ public sealed class GracefulShutdownTests : IAsyncLifetime
             Assert.StartsWith("+ ", await client.ReadLineAsync(), StringComparison.Ordinal);
             proxy.Terminate();
 
-            Assert.Equal("* BYE Server shutting down.", await client.ReadLineAsync(TimeSpan.FromSeconds(30)));
+            Assert.Equal("* BYE Server shutting down.", await client.ReadLineSkippingKeepalivesAsync(TimeSpan.FromSeconds(30)));
             Assert.True(await client.WaitForCloseAsync(TimeSpan.FromSeconds(30)));
             await proxy.Exited.WaitAsync(TimeSpan.FromSeconds(30));
             Assert.Equal(0, proxy.ExitCode);

@@ -142,6 +142,22 @@ public sealed class RawImapClient : IAsyncDisposable
         return result;
     }
 
+    /// <summary>
+    /// The next line that is not an IDLE keepalive ("* OK Still here"): Dovecot aligns its keepalives per user and
+    /// address, so the first may come at any moment of an IDLE, also right before the line a test waits for.
+    /// </summary>
+    public async Task<string?> ReadLineSkippingKeepalivesAsync(TimeSpan? timeout = null)
+    {
+        while (true)
+        {
+            var line = await ReadLineAsync(timeout);
+            if (line != "* OK Still here")
+            {
+                return line;
+            }
+        }
+    }
+
     /// <summary>Reads lines until the tagged response for <paramref name="tag"/>; returns all of them, tagged last.</summary>
     public async Task<List<string>> ReadUntilTaggedAsync(string tag, TimeSpan? timeout = null)
     {

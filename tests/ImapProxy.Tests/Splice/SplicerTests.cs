@@ -80,6 +80,7 @@ public sealed class SplicerTests : IAsyncDisposable
         var result = await splice.WaitAsync(s_limit);
 
         Assert.Equal(SpliceOutcome.ClientClosed, result.Outcome);
+        Assert.Null(_backend!.Input); // the hand-over reader is not kept for the session's life
         Assert.Equal(9, result.BytesFromClient);
         Assert.Equal(23, result.BytesFromBackend);
         Assert.True(result.AtResponseBoundary);
@@ -159,6 +160,20 @@ public sealed class SplicerTests : IAsyncDisposable
         await CloseClientAsync();
         var result = await splice.WaitAsync(s_limit);
         Assert.Equal(12, result.BytesFromBackend);
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task StopRequestedBeforeTheSpliceStarts_EndsItAtOnce_AndTheHandoverReaderIsLetGo(bool tls)
+    {
+        _control.RequestStop(); // a kick that raced the login: no read is pending when the cancel is made
+        var splice = await StartAsync(tls, leftover: "* 3 EXISTS\r\n"u8.ToArray());
+
+        var result = await splice.WaitAsync(s_limit);
+
+        Assert.Equal(SpliceOutcome.Cancelled, result.Outcome);
+        Assert.Null(_backend!.Input);
     }
 
     [Fact]
