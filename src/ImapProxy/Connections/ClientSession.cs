@@ -40,6 +40,7 @@ internal sealed class ClientSession
     private PipeReader _input;
     private PipeWriter _output;
     private SslStream? _tls; // implicit TLS or after STARTTLS; _input and _output are then adapters over it (set aside during the splice)
+    private DuplexPipeStream? _tlsTransport; // what _tls runs over
     private bool _tlsUnfinished; // a TLS handshake began and has not succeeded: no plaintext may be written any more
     private string _user = "-"; // as logged (escaped)
     private string _directoryUser = "";
@@ -100,7 +101,7 @@ internal sealed class ClientSession
                         var pipelined = ReleaseTlsAdapters();
                         try
                         {
-                            splice = await Splicer.RunAsync(_tls, _connection.Transport.Input, pipelined, backend, _metrics, live.Control);
+                            splice = await Splicer.RunAsync(_tls, _tlsTransport!, pipelined, backend, _metrics, live.Control);
                         }
                         finally
                         {
@@ -351,7 +352,8 @@ internal sealed class ClientSession
 
     private async Task<bool> StartTlsAsync(CancellationToken cancellationToken)
     {
-        var tls = new SslStream(new DuplexPipeStream(_connection.Transport.Input, _connection.Transport.Output), leaveInnerStreamOpen: true);
+        var transport = new DuplexPipeStream(_connection.Transport.Input, _connection.Transport.Output);
+        var tls = new SslStream(transport, leaveInnerStreamOpen: true);
         using var handshakeTimeout = new CancellationTokenSource(_services.Certificates.HandshakeTimeout, _services.TimeProvider);
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, handshakeTimeout.Token);
         _tlsUnfinished = true;
@@ -377,6 +379,7 @@ internal sealed class ClientSession
         _tlsUnfinished = false;
         _services.TlsBuffers.Apply(tls);
         _tls = tls;
+        _tlsTransport = transport;
         CreateTlsAdapters();
         return true;
     }

@@ -18,6 +18,16 @@ internal sealed class DuplexPipeStream(PipeReader input, PipeWriter output) : St
 {
     private bool _ended;
 
+    /// <summary>The transport's input: cancelling its pending read ends this stream's reads.</summary>
+    public PipeReader Input => input;
+
+    /// <summary>
+    /// While set, writes only copy into the transport's pipe and <see cref="FlushAsync(CancellationToken)"/> sends
+    /// them. The splice sets it around its own writes only, so that the TLS records of one backend read leave in one
+    /// send; whatever SslStream writes by itself (a handshake reply) is still sent at once.
+    /// </summary>
+    public bool DeferFlush { get; set; }
+
     public override bool CanRead => true;
 
     public override bool CanWrite => true;
@@ -72,19 +82,27 @@ internal sealed class DuplexPipeStream(PipeReader input, PipeWriter output) : St
     public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
         ReadAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
 
-    public override async ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
+    public override ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
     {
-        var result = await output.WriteAsync(buffer, cancellationToken);
-        if (result.IsCompleted)
+        if (DeferFlush)
         {
-            throw new IOException("The client connection is closed.");
+            output.Write(buffer.Span);
+            return ValueTask.CompletedTask;
         }
+
+        return WriteAndFlushAsync(buffer, cancellationToken);
     }
 
     public override Task WriteAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
         WriteAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
 
-    public override Task FlushAsync(CancellationToken cancellationToken) => output.FlushAsync(cancellationToken).AsTask();
+    public override async Task FlushAsync(CancellationToken cancellationToken)
+    {
+        if ((await output.FlushAsync(cancellationToken)).IsCompleted)
+        {
+            throw new IOException("The client connection is closed.");
+        }
+    }
 
     public override void Flush() => throw new NotSupportedException("Synchronous I/O is not supported.");
 
@@ -95,4 +113,12 @@ internal sealed class DuplexPipeStream(PipeReader input, PipeWriter output) : St
     public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
 
     public override void SetLength(long value) => throw new NotSupportedException();
+
+    private async ValueTask WriteAndFlushAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken)
+    {
+        if ((await output.WriteAsync(buffer, cancellationToken)).IsCompleted)
+        {
+            throw new IOException("The client connection is closed.");
+        }
+    }
 }

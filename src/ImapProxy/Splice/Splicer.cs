@@ -3,6 +3,7 @@ using System.IO.Pipelines;
 using System.Net.Security;
 using System.Net.Sockets;
 using ImapProxy.Backends;
+using ImapProxy.Connections;
 using ImapProxy.Protocol.Responses;
 using ImapProxy.Telemetry;
 
@@ -25,7 +26,7 @@ namespace ImapProxy.Splice;
 internal static class Splicer
 {
     /// <summary>Read size for backend data; large FETCH bodies move in these steps.</summary>
-    private const int BackendReadSize = 16 * 1024;
+    private const int BackendReadSize = 64 * 1024;
 
     /// <summary>Read size for a TLS client's data (what SslStream has decrypted is copied out in these steps).</summary>
     private const int TlsClientReadSize = 16 * 1024;
@@ -35,7 +36,7 @@ internal static class Splicer
     {
         var state = new State();
         control.Attach(clientInput, backend);
-        var downstream = BackendToClientAsync(backend, clientOutput, null, state, metrics, control);
+        var downstream = BackendToClientAsync(backend, clientOutput, null, null, state, metrics, control);
 
         // Client to backend. Loops end without exceptions (a session's end is an outcome, and thousands of sessions
         // ending at once must not cost thousands of throws): see SpliceControl.Stop. Whatever ends this loop, even
@@ -95,16 +96,16 @@ internal static class Splicer
     }
 
     /// <summary>
-    /// Splices a TLS client on its stream. <paramref name="transportInput"/> is the pipe the TLS stream reads from
-    /// (through <c>DuplexPipeStream</c>, which ends when that pipe's read is cancelled): the splice is stopped
-    /// through it. <paramref name="fromClient"/> holds what the client sent behind its login and the pre-auth
-    /// reader had already decrypted; it goes to the backend first.
+    /// Splices a TLS client on its stream. <paramref name="transport"/> is what the TLS stream runs over: the splice
+    /// is stopped by cancelling its input's read (which ends its reads), and batches its own writes through it.
+    /// <paramref name="fromClient"/> holds what the client sent behind its login and the pre-auth reader had already
+    /// decrypted; it goes to the backend first.
     /// </summary>
-    public static async Task<SpliceResult> RunAsync(SslStream client, PipeReader transportInput, ReadOnlyMemory<byte> fromClient, BackendConnection backend, ImapProxyMetrics metrics, SpliceControl control)
+    public static async Task<SpliceResult> RunAsync(SslStream client, DuplexPipeStream transport, ReadOnlyMemory<byte> fromClient, BackendConnection backend, ImapProxyMetrics metrics, SpliceControl control)
     {
         var state = new State();
-        control.Attach(transportInput, backend);
-        var downstream = BackendToClientAsync(backend, null, client, state, metrics, control);
+        control.Attach(transport.Input, backend);
+        var downstream = BackendToClientAsync(backend, null, client, transport, state, metrics, control);
         var backendStream = backend.Stream;
         byte[]? rented = null;
         try
@@ -170,9 +171,10 @@ internal static class Splicer
 
     /// <summary>
     /// Backend to client: into the client's pipe when it is plaintext (the backend reads straight into the pipe's
-    /// memory), through a pooled buffer into the TLS stream otherwise. Exactly one of the two is given.
+    /// memory), through a pooled buffer into the TLS stream otherwise. Either <paramref name="output"/> is given, or
+    /// <paramref name="tls"/> and the <paramref name="transport"/> under it.
     /// </summary>
-    private static async Task<SpliceOutcome> BackendToClientAsync(BackendConnection backend, PipeWriter? output, SslStream? tls, State state, ImapProxyMetrics metrics, SpliceControl control)
+    private static async Task<SpliceOutcome> BackendToClientAsync(BackendConnection backend, PipeWriter? output, SslStream? tls, DuplexPipeStream? transport, State state, ImapProxyMetrics metrics, SpliceControl control)
     {
         byte[]? rented = null;
         try
@@ -243,8 +245,19 @@ internal static class Splicer
                     }
                     else
                     {
-                        await tls.WriteAsync(memory[..read], control.FlushToken);
+                        // The records of one read leave in one send (SslStream writes one record per 16 KB).
+                        transport!.DeferFlush = true;
+                        try
+                        {
+                            await tls.WriteAsync(memory[..read], control.FlushToken);
+                        }
+                        finally
+                        {
+                            transport.DeferFlush = false;
+                        }
+
                         Return(ref rented);
+                        await tls.FlushAsync(control.FlushToken);
                     }
                 }
                 catch (Exception ex) when (IsConnectionError(ex))

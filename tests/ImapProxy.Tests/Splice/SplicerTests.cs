@@ -245,7 +245,8 @@ public sealed class SplicerTests : IAsyncDisposable
 
         // Both ends of a real TLS session over the two pipes, as the proxy's session layers it over Kestrel's.
         var certificate = TestCertificates.CreateSelfSigned(_directory);
-        _serverTls = new SslStream(new DuplexPipeStream(_fromClient.Reader, _toClient.Writer), leaveInnerStreamOpen: true);
+        var transport = new DuplexPipeStream(_fromClient.Reader, _toClient.Writer);
+        _serverTls = new SslStream(transport, leaveInnerStreamOpen: true);
         _clientTls = new SslStream(
             new DuplexPipeStream(_toClient.Reader, _fromClient.Writer),
             leaveInnerStreamOpen: true,
@@ -253,7 +254,7 @@ public sealed class SplicerTests : IAsyncDisposable
         await Task.WhenAll(
             _serverTls.AuthenticateAsServerAsync(new SslServerAuthenticationOptions { ServerCertificate = certificate.Certificate }),
             _clientTls.AuthenticateAsClientAsync("localhost")).WaitAsync(s_limit);
-        return Splicer.RunAsync(_serverTls, _fromClient.Reader, pipelined ?? ReadOnlyMemory<byte>.Empty, _backend, metrics, _control);
+        return Splicer.RunAsync(_serverTls, transport, pipelined ?? ReadOnlyMemory<byte>.Empty, _backend, metrics, _control);
     }
 
     private async Task SendFromClientAsync(string text)
