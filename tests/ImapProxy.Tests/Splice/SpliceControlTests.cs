@@ -3,6 +3,7 @@ using System.Net;
 using System.Net.Sockets;
 using ImapProxy.Backends;
 using ImapProxy.Splice;
+using ImapProxy.Testing.Sockets;
 using Xunit;
 
 namespace ImapProxy.Tests.Splice;
@@ -80,30 +81,15 @@ public sealed class SpliceControlTests
         }
     }
 
-    private sealed class BackendPair : IAsyncDisposable
+    /// <summary>A backend connection as the splice gets it, and the backend's end of it (<paramref name="Peer"/>).</summary>
+    private sealed record BackendPair(BackendConnection Connection, Socket Peer) : IAsyncDisposable
     {
-        private BackendPair(BackendConnection connection, Socket peer)
-        {
-            Connection = connection;
-            Peer = peer;
-        }
-
-        public BackendConnection Connection { get; }
-
-        /// <summary>The backend's end of the connection.</summary>
-        public Socket Peer { get; }
-
         public static async Task<BackendPair> ConnectAsync()
         {
-            using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-            listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-            listener.Listen(1);
-            var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-            await socket.ConnectAsync(listener.LocalEndPoint!);
-            var peer = await listener.AcceptAsync();
+            var (socket, peer) = await LoopbackSockets.ConnectPairAsync();
             var stream = new NetworkStream(socket, ownsSocket: false);
             var connection = new BackendConnection(
-                new BackendEndpoint("b1", "127.0.0.1", ((IPEndPoint)listener.LocalEndPoint!).Port, 1),
+                new BackendEndpoint("b1", "127.0.0.1", ((IPEndPoint)peer.LocalEndPoint!).Port, 1),
                 socket,
                 stream,
                 PipeReader.Create(stream, new StreamPipeReaderOptions(leaveOpen: true)),

@@ -1,6 +1,5 @@
 using System.Buffers;
 using System.IO.Pipelines;
-using System.Net;
 using System.Net.Security;
 using System.Net.Sockets;
 using System.Text;
@@ -9,6 +8,7 @@ using ImapProxy.Connections;
 using ImapProxy.Splice;
 using ImapProxy.Telemetry;
 using ImapProxy.Testing.Certificates;
+using ImapProxy.Testing.Sockets;
 using ImapProxy.Testing.Telemetry;
 using Xunit;
 
@@ -220,12 +220,7 @@ public sealed class SplicerTests : IAsyncDisposable
 
     private async Task<Task<SpliceResult>> StartAsync(bool tls, byte[]? leftover = null, byte[]? pipelined = null)
     {
-        using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-        listener.Listen(1);
-        var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        await socket.ConnectAsync(listener.LocalEndPoint!);
-        _peer = await listener.AcceptAsync();
+        (var socket, _peer) = await LoopbackSockets.ConnectPairAsync();
         var stream = new NetworkStream(socket, ownsSocket: false);
         var input = PipeReader.Create(stream, new StreamPipeReaderOptions(leaveOpen: true));
         if (leftover is not null)

@@ -1,9 +1,9 @@
-using System.Net;
 using System.Net.Security;
 using System.Net.Sockets;
 using System.Security.Cryptography;
 using ImapProxy.Configuration;
 using ImapProxy.Testing.Certificates;
+using ImapProxy.Testing.Sockets;
 using ImapProxy.Tls;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
@@ -68,26 +68,11 @@ public sealed class OpenSslBuffersTests : IDisposable
         Options.Create(new ImapProxyOptions { Performance = new PerformanceOptions { ReleaseTlsBuffers = release } }),
         NullLogger<TlsBufferPolicy>.Instance);
 
-    private sealed class TlsPair : IAsyncDisposable
+    private sealed record TlsPair(SslStream Server, SslStream Client) : IAsyncDisposable
     {
-        private TlsPair(SslStream server, SslStream client)
-        {
-            Server = server;
-            Client = client;
-        }
-
-        public SslStream Server { get; }
-
-        public SslStream Client { get; }
-
         public static async Task<TlsPair> ConnectAsync(TestCertificate certificate)
         {
-            using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-            listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-            listener.Listen(1);
-            var clientSocket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-            await clientSocket.ConnectAsync(listener.LocalEndPoint!);
-            var serverSocket = await listener.AcceptAsync();
+            var (clientSocket, serverSocket) = await LoopbackSockets.ConnectPairAsync();
 
             var server = new SslStream(new NetworkStream(serverSocket, ownsSocket: true));
             var client = new SslStream(new NetworkStream(clientSocket, ownsSocket: true), false, (_, cert, _, _) => cert?.GetRawCertData().AsSpan().SequenceEqual(certificate.Certificate.RawData) == true);

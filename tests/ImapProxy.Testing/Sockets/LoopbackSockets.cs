@@ -1,0 +1,30 @@
+using System.Net;
+using System.Net.Sockets;
+
+namespace ImapProxy.Testing.Sockets;
+
+/// <summary>Real TCP connections on 127.0.0.1 for tests that need a socket's two ends in process.</summary>
+public static class LoopbackSockets
+{
+    /// <summary>
+    /// A connected pair: <c>Connecting</c> is the side that called connect, <c>Accepted</c> the side a listener
+    /// accepted (the listener is closed again at once). The caller disposes both.
+    /// </summary>
+    public static async Task<(Socket Connecting, Socket Accepted)> ConnectPairAsync()
+    {
+        using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        listener.Listen(1);
+        var connecting = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        try
+        {
+            await connecting.ConnectAsync(listener.LocalEndPoint!);
+            return (connecting, await listener.AcceptAsync());
+        }
+        catch
+        {
+            connecting.Dispose();
+            throw;
+        }
+    }
+}
