@@ -3,6 +3,7 @@ using ImapProxy.Admin;
 using ImapProxy.Backends;
 using ImapProxy.Configuration;
 using ImapProxy.Connections;
+using ImapProxy.Connections.Transport;
 using ImapProxy.Directory;
 using ImapProxy.Directory.Consul;
 using ImapProxy.Telemetry;
@@ -58,7 +59,10 @@ public static class ImapProxyHost
             Environment.SetEnvironmentVariable(InlineCompletionsVariable, "1");
         }
 
+        // Kestrel's socket transport serves the admin endpoint; the IMAP listeners are bound by the proxy's own
+        // transport (registered after it, so Kestrel asks it first; it takes only IMAP listener endpoints).
         builder.WebHost.UseSockets(sockets => sockets.UnsafePreferInlineScheduling = inlineIo);
+        builder.Services.AddSingleton<IConnectionListenerFactory, ImapTransportFactory>();
 
         // I/O may run inline on the socket threads: a full log queue must drop lines, never block them.
         builder.Services.Configure<Microsoft.Extensions.Logging.Console.ConsoleLoggerOptions>(console =>
@@ -182,7 +186,7 @@ public static class ImapProxyHost
         var sessionServices = services.GetRequiredService<ImapSessionServices>();
         foreach (var listener in options.Listeners)
         {
-            kestrel.Listen(IPAddress.Parse(listener.Address), listener.Port, listen =>
+            kestrel.Listen(new ImapListenEndPoint(IPAddress.Parse(listener.Address), listener.Port), listen =>
             {
                 if (listener.ProxyProtocol)
                 {

@@ -8,6 +8,7 @@ using System.Security.Authentication;
 using System.Security.Cryptography.X509Certificates;
 using System.Text;
 using ImapProxy.Configuration;
+using ImapProxy.Connections.Transport;
 using ImapProxy.Protocol.PreAuth;
 using ImapProxy.Protocol.Responses;
 using ImapProxy.Protocol.Sasl;
@@ -233,7 +234,7 @@ internal sealed class BackendConnector
             await socket.ConnectAsync(backend.Host, backend.Port, linked.Token);
         }
 
-        Stream stream = new NetworkStream(socket, ownsSocket: false);
+        Stream stream = new SocketStream(socket);
         handover.Stream = stream;
         if (backend.ProxyProtocol)
         {

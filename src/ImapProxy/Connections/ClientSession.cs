@@ -6,6 +6,7 @@ using System.Net.Security;
 using System.Security.Authentication;
 using ImapProxy.Backends;
 using ImapProxy.Configuration;
+using ImapProxy.Connections.Transport;
 using ImapProxy.Directory;
 using ImapProxy.Protocol.PreAuth;
 using ImapProxy.Protocol.Responses;
@@ -25,10 +26,10 @@ internal sealed class ClientSession
     private static readonly StreamPipeReaderOptions s_tlsReaderOptions = new(bufferSize: 4096, minimumReadSize: 1024, leaveOpen: true, useZeroByteReads: true);
     private static readonly StreamPipeWriterOptions s_tlsWriterOptions = new(minimumBufferSize: 4096, leaveOpen: true);
 
-    /// <summary>Completes the TLS writer without writing what it still holds (never thrown).</summary>
+    /// <summary>Completes a pre-auth writer without writing what it still holds (never thrown).</summary>
     private static readonly ConnectionAbortedException s_sessionOver = new("The session is over.");
 
-    private readonly ConnectionContext _connection;
+    private readonly ImapSocketConnection _connection;
     private readonly ListenerOptions _listener;
     private readonly ImapSessionServices _services;
     private readonly IPEndPoint _client;
@@ -37,10 +38,12 @@ internal sealed class ClientSession
     private string _sessionId = "";
     private Activity? _preAuthActivity;
 
-    private PipeReader _input;
-    private PipeWriter _output;
-    private SslStream? _tls; // implicit TLS or after STARTTLS; _input and _output are then adapters over it (set aside during the splice)
-    private DuplexPipeStream? _tlsTransport; // what _tls runs over
+    // The pre-auth dialogue's pipes: the connection's own over the socket, or adapters over _tls. Null once the
+    // dialogue is over (the splice reads and writes the client stream itself) and before it begins.
+    private PipeReader? _input;
+    private PipeWriter? _output;
+    private Stream _clientStream; // the client stream: the socket's, or _tls over it
+    private SslStream? _tls; // implicit TLS or after STARTTLS
     private bool _tlsUnfinished; // a TLS handshake began and has not succeeded: no plaintext may be written any more
     private string _user = "-"; // as logged (escaped)
     private string _directoryUser = "";
@@ -49,13 +52,14 @@ internal sealed class ClientSession
 
     public ClientSession(ConnectionContext connection, ListenerOptions listener, ImapSessionServices services)
     {
-        _connection = connection;
+        // Kestrel binds IMAP listeners through ImapTransportFactory only; any other connection type is a wiring bug.
+        _connection = connection as ImapSocketConnection
+            ?? throw new InvalidOperationException($"IMAP listener {listener.Name} is not on the IMAP transport ({connection.GetType().Name}).");
         _listener = listener;
         _services = services;
         _client = connection.RemoteEndPoint as IPEndPoint ?? new IPEndPoint(IPAddress.None, 0);
         _local = connection.LocalEndPoint as IPEndPoint ?? new IPEndPoint(IPAddress.None, 0);
-        _input = connection.Transport.Input;
-        _output = connection.Transport.Output;
+        _clientStream = _connection.Stream;
         _metrics = services.Metrics;
     }
 
@@ -91,23 +95,9 @@ internal sealed class ClientSession
                 var live = StartSplice(backend);
                 try
                 {
-                    if (_tls is null)
-                    {
-                        splice = await Splicer.RunAsync(_input, _output, backend, _metrics, live.Control);
-                    }
-                    else
-                    {
-                        // The TLS stream is spliced directly; its pipe adapters are let go of meanwhile.
-                        var pipelined = ReleaseTlsAdapters();
-                        try
-                        {
-                            splice = await Splicer.RunAsync(_tls, _tlsTransport!, pipelined, backend, _metrics, live.Control);
-                        }
-                        finally
-                        {
-                            CreateTlsAdapters();
-                        }
-                    }
+                    // The client stream is spliced directly; the dialogue's pipes are let go of.
+                    var pipelined = ReleasePreAuthPipes();
+                    splice = await Splicer.RunAsync(_clientStream, _connection.Socket, pipelined, backend, _metrics, live.Control);
                 }
                 finally
                 {
@@ -118,7 +108,7 @@ internal sealed class ClientSession
                 await EndSpliceAsync(live, splice, spliceStarted);
             }
         }
-        catch (Exception ex) when (ex is OperationCanceledException or IOException or ConnectionResetException or ConnectionAbortedException)
+        catch (Exception ex) when (ex is OperationCanceledException or IOException or System.Net.Sockets.SocketException or ConnectionResetException or ConnectionAbortedException)
         {
             _reason = "client closed";
         }
@@ -138,13 +128,17 @@ internal sealed class ClientSession
                     await backend.DisposeAsync();
                 }
 
-                if (_tls is not null)
+                if (_input is not null)
                 {
                     _input.Complete();
 
                     // Completed with an error, so whatever is still buffered (a BYE the client never took) is dropped:
                     // a plain completion would write it again, with no timeout, to a client that may be gone.
-                    _output.Complete(s_sessionOver);
+                    _output!.Complete(s_sessionOver);
+                }
+
+                if (_tls is not null)
+                {
                     await _tls.DisposeAsync();
                 }
             }
@@ -177,20 +171,27 @@ internal sealed class ClientSession
             startTlsOffered: _listener.Tls == ListenerTls.StartTls,
             plaintextAllowedWithoutTls: _services.TrustedNetworks.Contains(_client.Address));
         using var preAuthTimeout = new CancellationTokenSource(_services.Options.PreAuth.Timeout, _services.TimeProvider);
-        // Not linked to the connection's closed token: a registration on it would stay (as the token's registration
-        // table and a free node, ~150 bytes) for the whole life of the session. Reads and writes of the dialogue see
-        // a closed client by themselves; only the auth-failure delay waits on something else (see LoginAsync).
+        // Reads and writes of the dialogue see a closed client by themselves (the transport reads nothing in the
+        // background); only the auth-failure delay watches for the close (see DelayFailureAnswerAsync).
         using var preAuth = CancellationTokenSource.CreateLinkedTokenSource(preAuthTimeout.Token, _services.Shutdown.Stopping);
         try
         {
             // Implicit TLS: the handshake comes first, under the pre-auth timeout as well as its own.
-            if (_listener.Tls == ListenerTls.Implicit && !await StartTlsAsync(preAuth.Token))
+            if (_listener.Tls == ListenerTls.Implicit)
             {
-                return null;
+                if (!await StartTlsAsync(preAuth.Token))
+                {
+                    return null;
+                }
+            }
+            else
+            {
+                _input = _connection.Transport.Input;
+                _output = _connection.Transport.Output;
             }
 
-            machine.WriteGreeting(_output);
-            await _output.FlushAsync(preAuth.Token);
+            machine.WriteGreeting(_output!);
+            await _output!.FlushAsync(preAuth.Token);
             return await RunPreAuthAsync(machine, preAuth.Token);
         }
         catch (OperationCanceledException) when (preAuthTimeout.IsCancellationRequested)
@@ -294,26 +295,27 @@ internal sealed class ClientSession
     {
         while (true)
         {
-            var result = await _input.ReadAsync(cancellationToken);
+            var input = _input!;
+            var result = await input.ReadAsync(cancellationToken);
             var buffer = result.Buffer;
             var reader = new SequenceReader<byte>(buffer);
-            var step = machine.Advance(ref reader, _output);
+            var step = machine.Advance(ref reader, _output!);
             switch (step)
             {
                 case PreAuthStep.StartTls:
                     // Whatever the client sent behind STARTTLS in plaintext is dropped, never executed.
-                    _input.AdvanceTo(buffer.End);
+                    input.AdvanceTo(buffer.End);
                     break;
                 case PreAuthStep.NeedMoreInput:
-                    _input.AdvanceTo(reader.Position, buffer.End);
+                    input.AdvanceTo(reader.Position, buffer.End);
                     break;
                 default:
                     // Commands pipelined behind LOGIN stay unread: they run on the backend after the hand-over.
-                    _input.AdvanceTo(reader.Position);
+                    input.AdvanceTo(reader.Position);
                     break;
             }
 
-            await _output.FlushAsync(cancellationToken);
+            await _output!.FlushAsync(cancellationToken);
             switch (step)
             {
                 case PreAuthStep.NeedMoreInput when result.IsCompleted:
@@ -352,7 +354,14 @@ internal sealed class ClientSession
 
     private async Task<bool> StartTlsAsync(CancellationToken cancellationToken)
     {
-        var transport = new DuplexPipeStream(_connection.Transport.Input, _connection.Transport.Output);
+        // The plaintext pipes are done with. After STARTTLS they hold nothing (what followed the command was dropped);
+        // before implicit TLS they exist only if a PROXY header was read, and then may hold the start of the ClientHello.
+        var readAhead = _connection.ReleaseTransport();
+        _input = null;
+        _output = null;
+        Stream transport = readAhead.Length > 0 && _listener.Tls == ListenerTls.Implicit
+            ? new PrefixedStream(readAhead, _connection.Stream)
+            : _connection.Stream;
         var tls = new SslStream(transport, leaveInnerStreamOpen: true);
         using var handshakeTimeout = new CancellationTokenSource(_services.Certificates.HandshakeTimeout, _services.TimeProvider);
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, handshakeTimeout.Token);
@@ -379,37 +388,40 @@ internal sealed class ClientSession
         _tlsUnfinished = false;
         _services.TlsBuffers.Apply(tls);
         _tls = tls;
-        _tlsTransport = transport;
-        CreateTlsAdapters();
+        _clientStream = tls;
+        _input = PipeReader.Create(tls, s_tlsReaderOptions);
+        _output = PipeWriter.Create(tls, s_tlsWriterOptions);
         return true;
     }
 
-    /// <summary>Pipe adapters over the TLS stream, for the pre-auth dialogue and for a BYE after the splice.</summary>
-    private void CreateTlsAdapters()
-    {
-        _input = PipeReader.Create(_tls!, s_tlsReaderOptions);
-        _output = PipeWriter.Create(_tls!, s_tlsWriterOptions);
-    }
-
     /// <summary>
-    /// Completes the adapters and lets go of them before the splice (each keeps a token source and a segment pool;
-    /// a spliced session keeps neither; nothing touches them until <see cref="CreateTlsAdapters"/> after the splice),
-    /// and returns what the client pipelined behind its login that the reader already decrypted.
+    /// Completes the dialogue's pipes and lets go of them before the splice (each keeps a token source and a segment
+    /// pool; a spliced session keeps neither), and returns what the client pipelined behind its login that the reader
+    /// already holds.
     /// </summary>
-    private byte[] ReleaseTlsAdapters()
+    private byte[] ReleasePreAuthPipes()
     {
-        var pipelined = Array.Empty<byte>();
-        if (_input.TryRead(out var buffered))
+        Debug.Assert(_output!.UnflushedBytes == 0, "the login's answer is flushed before the splice");
+        byte[] pipelined;
+        if (_tls is null)
         {
-            pipelined = buffered.Buffer.ToArray();
-            _input.AdvanceTo(buffered.Buffer.End);
+            pipelined = _connection.ReleaseTransport();
+        }
+        else
+        {
+            pipelined = [];
+            if (_input!.TryRead(out var buffered))
+            {
+                pipelined = buffered.Buffer.ToArray();
+                _input.AdvanceTo(buffered.Buffer.End);
+            }
+
+            _input.Complete();
+            _output.Complete(s_sessionOver); // nothing is unflushed; never write on completion
         }
 
-        Debug.Assert(_output.UnflushedBytes == 0, "the login's answer is flushed before the splice");
-        _input.Complete();
-        _output.Complete();
-        _input = null!;
-        _output = null!;
+        _input = null;
+        _output = null;
         return pipelined;
     }
 
@@ -468,14 +480,15 @@ internal sealed class ClientSession
             case BackendLoginOutcome.Success:
                 var connection = login.Connection!;
                 _services.Throttle.RecordSuccess(_client.Address, user);
-                ResponseWriter.Write(_output, request.Tag);
-                ResponseWriter.Write(_output, " OK [CAPABILITY "u8);
-                ResponseWriter.Write(_output, connection.Capabilities);
-                ResponseWriter.Write(_output, "] Logged in\r\n"u8);
+                var output = _output!;
+                ResponseWriter.Write(output, request.Tag);
+                ResponseWriter.Write(output, " OK [CAPABILITY "u8);
+                ResponseWriter.Write(output, connection.Capabilities);
+                ResponseWriter.Write(output, "] Logged in\r\n"u8);
                 machine.OnLoginSucceeded().Dispose();
                 try
                 {
-                    await _output.FlushAsync(cancellationToken);
+                    await output.FlushAsync(cancellationToken);
                 }
                 catch
                 {
@@ -496,25 +509,20 @@ internal sealed class ClientSession
                 // The delay grows per (address, user); the dialogue stays usable afterwards.
                 var delay = _services.Throttle.RecordFailure(_client.Address, user);
                 _metrics.AuthFailureDelayed(delay);
-                using (var delayOrGone = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _connection.ConnectionClosed))
-                {
-                    // A client that hangs up does not keep its session waiting out the delay (password sprays).
-                    await Task.Delay(delay, _services.TimeProvider, delayOrGone.Token);
-                }
-
-                machine.OnLoginFailed(_output, LoginFailure.AuthenticationFailed);
+                await DelayFailureAnswerAsync(delay, cancellationToken);
+                machine.OnLoginFailed(_output!, LoginFailure.AuthenticationFailed);
                 break;
 
             case BackendLoginOutcome.Limit:
                 result = "limit";
                 Log.LoginFailed(_services.Logger, _user, _client, backendId, "limit", login.Detail);
-                machine.OnLoginFailed(_output, LoginFailure.Limit);
+                machine.OnLoginFailed(_output!, LoginFailure.Limit);
                 break;
 
             case BackendLoginOutcome.ProxyLoop:
                 result = "proxy_loop";
                 Log.ProxyLoop(_services.Logger, _client);
-                machine.OnLoginFailed(_output, LoginFailure.Unavailable);
+                machine.OnLoginFailed(_output!, LoginFailure.Unavailable);
                 break;
 
             default:
@@ -525,13 +533,13 @@ internal sealed class ClientSession
                 }
 
                 Log.BackendUnavailable(_services.Logger, backendId, login.Detail);
-                machine.OnLoginFailed(_output, LoginFailure.Unavailable);
+                machine.OnLoginFailed(_output!, LoginFailure.Unavailable);
                 break;
         }
 
         _metrics.Login(result, mechanism);
         _preAuthActivity?.SetTag(ImapProxyMetrics.ResultTag, result);
-        await _output.FlushAsync(cancellationToken);
+        await _output!.FlushAsync(cancellationToken);
         return null;
     }
 
@@ -555,6 +563,33 @@ internal sealed class ClientSession
             ? Task.FromResult(new BackendLoginResult(BackendLoginOutcome.Unavailable, null, placement.Detail ?? "no backend available"))
             : _services.Connector.LoginAsync(placement.Backend, request.Credentials, machine.ClientIdentity, new ClientEndpoints(_client, _local), _sessionId, cancellationToken);
 
+    /// <summary>
+    /// The delay before a failed login's answer. A client that hangs up meanwhile does not keep its session waiting
+    /// it out (password sprays); nothing reads the connection during the delay, so the socket is watched for its close.
+    /// </summary>
+    private async Task DelayFailureAnswerAsync(TimeSpan delay, CancellationToken cancellationToken)
+    {
+        using var over = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        var watch = _connection.WaitForPeerCloseAsync(over.Token);
+        var wait = Task.Delay(delay, _services.TimeProvider, over.Token);
+        try
+        {
+            if (await Task.WhenAny(wait, watch) == watch && watch.IsCompletedSuccessfully && watch.Result)
+            {
+                throw new ConnectionResetException("The client closed the connection during the failure delay.");
+            }
+
+            // The client sent more (it is read after the answer) or the delay is over.
+            await wait;
+        }
+        finally
+        {
+            // The watch's receive must have ended before the dialogue reads the socket again.
+            over.Cancel();
+            await ((Task)watch).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        }
+    }
+
     private async Task TryWriteByeAsync(string text)
     {
         if (_tlsUnfinished)
@@ -565,12 +600,23 @@ internal sealed class ClientSession
 
         try
         {
-            ResponseWriter.WriteUntaggedStatus(_output, ImapStatus.Bye, default, System.Text.Encoding.ASCII.GetBytes(text));
             // A client that does not read must not hold the session open.
             using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(2), _services.TimeProvider);
-            await _output.FlushAsync(timeout.Token);
+            var bye = System.Text.Encoding.ASCII.GetBytes(text);
+            if (_output is not null)
+            {
+                ResponseWriter.WriteUntaggedStatus(_output, ImapStatus.Bye, default, bye);
+                await _output.FlushAsync(timeout.Token);
+            }
+            else
+            {
+                // After the splice: straight to the client stream, as the splice wrote.
+                var buffer = new ArrayBufferWriter<byte>(bye.Length + 8);
+                ResponseWriter.WriteUntaggedStatus(buffer, ImapStatus.Bye, default, bye);
+                await _clientStream.WriteAsync(buffer.WrittenMemory, timeout.Token);
+            }
         }
-        catch (Exception ex) when (ex is OperationCanceledException or IOException or InvalidOperationException or ConnectionResetException or ConnectionAbortedException)
+        catch (Exception ex) when (ex is OperationCanceledException or IOException or System.Net.Sockets.SocketException or InvalidOperationException or ObjectDisposedException or ConnectionResetException or ConnectionAbortedException)
         {
             // Best effort: the connection is closing anyway.
         }

@@ -28,14 +28,14 @@ internal sealed class ProxyProtocolMiddleware(ListenerOptions listener, TimeSpan
             return;
         }
 
+        // The read sees a client that closes by itself, and Kestrel's abort at shutdown ends it too.
         using var deadline = new CancellationTokenSource(timeout, timeProvider);
-        using var linked = CancellationTokenSource.CreateLinkedTokenSource(deadline.Token, connection.ConnectionClosed);
         var input = connection.Transport.Input;
         try
         {
             while (true)
             {
-                var result = await input.ReadAsync(linked.Token);
+                var result = await input.ReadAsync(deadline.Token);
                 var reader = new SequenceReader<byte>(result.Buffer);
                 var status = ProxyHeaderParser.TryParse(ref reader, out var header);
                 if (status == ProxyHeaderStatus.Complete)

@@ -1,33 +1,41 @@
-using System.IO.Pipelines;
 using System.Net.Sockets;
 using ImapProxy.Backends;
+using ImapProxy.Connections.Transport;
 
 namespace ImapProxy.Splice;
 
 /// <summary>
-/// Ends a splice from outside (a kick, the end of the shutdown grace) or from inside (one direction finished).
+/// Ends a splice from outside (a kick, the end of the shutdown grace) or from inside (one direction finished), by
+/// shutting sockets down: a pending read then completes with 0 bytes, so no loop needs a token, a registration or an
+/// exception to end.
 /// </summary>
 /// <remarks>
-/// One object per session, with no token links and no callback registrations: a session parked in IDLE for
-/// hours should cost as little as possible, and a linked token source with its registrations cost more than
-/// the rest of the splice state. A stop may be requested before the splice has started; it then takes effect
-/// the moment the splice attaches. Not disposable on purpose: the token source has no timer, and a late kick
-/// must still find it usable.
+/// One object per session, with no token sources and no callback registrations: a session parked in IDLE for hours
+/// should cost as little as possible. A stop may be requested before the splice has started; it then takes effect
+/// the moment the splice attaches.
+/// <para>
+/// The client socket is shut down for receiving only, so that a BYE can still be written after a kick. A write to
+/// the client that is in progress when a stop is requested may be stuck on a client that does not read; then the
+/// client socket is shut down altogether, which fails that write. <see cref="TryBeginClientWrite"/> and
+/// <see cref="RequestStop"/> pair up so that one of them always sees the other.
+/// </para>
 /// </remarks>
-[System.Diagnostics.CodeAnalysis.SuppressMessage("Design", "CA1001", Justification = "A timer-less token source holds nothing to release; disposing it would race late kicks.")]
 internal sealed class SpliceControl
 {
-    private readonly CancellationTokenSource _flushCancel = new();
-    private PipeReader? _clientInput;
+    private Socket? _client;
     private BackendConnection? _backend;
     private int _stopRequested;
     private int _stopped;
+    private int _clientWriting;
 
     /// <summary>Whether a kick or the shutdown asked the splice to end.</summary>
     public bool StopRequested => Volatile.Read(ref _stopRequested) != 0;
 
-    /// <summary>Cancels only a flush stuck on a client that does not read, and only when a stop is requested.</summary>
-    internal CancellationToken FlushToken => _flushCancel.Token;
+    /// <summary>Whether a write to the client is under way (for tests of a client that does not read).</summary>
+    internal bool ClientWriteInProgress => Volatile.Read(ref _clientWriting) != 0;
+
+    /// <summary>Whether either loop should end (a stop was requested, or one direction finished).</summary>
+    internal bool Stopping => Volatile.Read(ref _stopped) != 0 || StopRequested;
 
     /// <summary>Asks the splice to end (once; later calls do nothing). Safe from any thread, at any time.</summary>
     public void RequestStop()
@@ -37,21 +45,20 @@ internal sealed class SpliceControl
             return;
         }
 
-        try
+        Stop();
+
+        // After the exchange above (a full fence): a write that began before it is seen here, and one that begins
+        // after it sees the request and does not start.
+        if (Volatile.Read(ref _clientWriting) != 0 && Volatile.Read(ref _client) is { } client)
         {
-            // Runs a pending flush's registration inline; whatever that does, the stop below still happens.
-            _flushCancel.Cancel();
-        }
-        finally
-        {
-            Stop();
+            ImapSocketConnection.ShutdownQuietly(client, SocketShutdown.Both);
         }
     }
 
     /// <summary>Gives the control what it stops. Called once, by the splice, before either direction runs.</summary>
-    internal void Attach(PipeReader clientInput, BackendConnection backend)
+    internal void Attach(Socket client, BackendConnection backend)
     {
-        _clientInput = clientInput;
+        Volatile.Write(ref _client, client);
         Interlocked.Exchange(ref _backend, backend); // a full fence: a stop requested concurrently is seen below
         if (StopRequested)
         {
@@ -60,8 +67,8 @@ internal sealed class SpliceControl
     }
 
     /// <summary>
-    /// Ends both directions without exceptions: the client read is cancelled through the pipe, and the backend
-    /// read ends because the socket is shut down (a pending receive then completes with 0 bytes).
+    /// Ends both directions' reads: the client socket stops receiving, the backend socket is shut down both ways.
+    /// A write to the client in progress finishes (the last of a response still reaches the client).
     /// </summary>
     internal void Stop()
     {
@@ -71,14 +78,22 @@ internal sealed class SpliceControl
             return;
         }
 
-        _clientInput!.CancelPendingRead();
-        try
-        {
-            backend.Socket.Shutdown(SocketShutdown.Both);
-        }
-        catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
-        {
-            // Already closed by the peer or disposed: the loop has ended or is ending anyway.
-        }
+        ImapSocketConnection.ShutdownQuietly(_client!, SocketShutdown.Receive);
+        ImapSocketConnection.ShutdownQuietly(backend.Socket, SocketShutdown.Both);
     }
+
+    /// <summary>Before a write to the client: false if a stop was requested (then nothing may be written).</summary>
+    internal bool TryBeginClientWrite()
+    {
+        Interlocked.Exchange(ref _clientWriting, 1);
+        if (StopRequested)
+        {
+            Volatile.Write(ref _clientWriting, 0);
+            return false;
+        }
+
+        return true;
+    }
+
+    internal void EndClientWrite() => Volatile.Write(ref _clientWriting, 0);
 }

@@ -82,8 +82,8 @@ internal static partial class Log
     [LoggerMessage(16, LogLevel.Warning, "Closing connection from {Peer} on {Listener}: PROXY protocol {Reason}")]
     public static partial void ProxyHeaderRejected(ILogger logger, string peer, string listener, string reason);
 
-    [LoggerMessage(41, LogLevel.Warning, "Kicking a session of {User} failed")]
-    public static partial void KickFailed(ILogger logger, string user, Exception exception);
+    [LoggerMessage(17, LogLevel.Warning, "Accepting a connection on {Endpoint} failed: {Error}")]
+    public static partial void AcceptFailed(ILogger logger, string endpoint, string error);
 
     [LoggerMessage(42, LogLevel.Warning, "TLS record buffers cannot be released while idle ({Reason}); idle TLS connections keep their record buffers (about 16 KB each, measured)")]
     public static partial void TlsBuffersNotReleased(ILogger logger, string reason);

@@ -8,9 +8,10 @@ public static class LoopbackSockets
 {
     /// <summary>
     /// A connected pair: <c>Connecting</c> is the side that called connect, <c>Accepted</c> the side a listener
-    /// accepted (the listener is closed again at once). The caller disposes both.
+    /// accepted (the listener is closed again at once). The caller disposes both. <paramref name="configureConnecting"/>
+    /// runs before the connect (e.g. a small receive buffer, which must be set before the window is negotiated).
     /// </summary>
-    public static async Task<(Socket Connecting, Socket Accepted)> ConnectPairAsync()
+    public static async Task<(Socket Connecting, Socket Accepted)> ConnectPairAsync(Action<Socket>? configureConnecting = null)
     {
         using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
@@ -18,6 +19,7 @@ public static class LoopbackSockets
         var connecting = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         try
         {
+            configureConnecting?.Invoke(connecting);
             await connecting.ConnectAsync(listener.LocalEndPoint!);
             return (connecting, await listener.AcceptAsync());
         }

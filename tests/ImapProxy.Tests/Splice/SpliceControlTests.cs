@@ -2,6 +2,7 @@ using System.IO.Pipelines;
 using System.Net;
 using System.Net.Sockets;
 using ImapProxy.Backends;
+using ImapProxy.Connections.Transport;
 using ImapProxy.Splice;
 using ImapProxy.Testing.Sockets;
 using Xunit;
@@ -11,48 +12,63 @@ namespace ImapProxy.Tests.Splice;
 /// <summary>Stops requested before, after and concurrently with the splice's start, on real loopback sockets.</summary>
 public sealed class SpliceControlTests
 {
+    private static readonly TimeSpan s_limit = TimeSpan.FromSeconds(30);
+
     [Fact]
     public async Task StopRequestedBeforeAttach_TakesEffectAtAttach()
     {
-        await using var backend = await BackendPair.ConnectAsync();
-        var client = new Pipe();
+        await using var sockets = await SessionSockets.ConnectAsync();
         var control = new SpliceControl();
 
         control.RequestStop();
         Assert.True(control.StopRequested);
-        Assert.True(control.FlushToken.IsCancellationRequested);
-        var read = client.Reader.ReadAsync();
+        var read = sockets.ClientSide.ReceiveAsync(Memory<byte>.Empty).AsTask();
         Assert.False(read.IsCompleted);
 
-        control.Attach(client.Reader, backend.Connection);
+        control.Attach(sockets.ClientSide, sockets.Backend);
 
-        Assert.True((await read).IsCanceled);
-        Assert.Equal(0, await backend.Peer.ReceiveAsync(new byte[1])); // the backend side was shut down
+        Assert.Equal(0, await read.WaitAsync(s_limit)); // the client read ended
+        Assert.Equal(0, await sockets.BackendPeer.ReceiveAsync(new byte[1]).WaitAsync(s_limit)); // the backend side was shut down
+        Assert.False(control.TryBeginClientWrite()); // nothing more goes to the client from the splice
     }
 
     [Fact]
-    public async Task InternalStop_EndsBothSidesButIsNoStopRequest()
+    public async Task InternalStop_EndsBothReadsButIsNoStopRequest_AndTheClientCanStillBeWrittenTo()
     {
-        await using var backend = await BackendPair.ConnectAsync();
-        var client = new Pipe();
+        await using var sockets = await SessionSockets.ConnectAsync();
         var control = new SpliceControl();
-        control.Attach(client.Reader, backend.Connection);
+        control.Attach(sockets.ClientSide, sockets.Backend);
 
         control.Stop();
         control.Stop();
 
-        Assert.True((await client.Reader.ReadAsync()).IsCanceled);
-        Assert.Equal(0, await backend.Peer.ReceiveAsync(new byte[1]));
+        Assert.Equal(0, await sockets.ClientSide.ReceiveAsync(new byte[1]).WaitAsync(s_limit));
+        Assert.Equal(0, await sockets.BackendPeer.ReceiveAsync(new byte[1]).WaitAsync(s_limit));
         Assert.False(control.StopRequested);
-        Assert.False(control.FlushToken.IsCancellationRequested);
+        Assert.True(control.TryBeginClientWrite()); // the rest of a response may still reach the client
+        control.EndClientWrite();
 
-        // A kick arriving after the splice ended touches nothing: the next read is not cancelled again.
+        // A kick arriving after the splice ended, with no write under way, leaves the client writable (the BYE).
         control.RequestStop();
         Assert.True(control.StopRequested);
-        await client.Writer.WriteAsync("x"u8.ToArray());
-        var next = await client.Reader.ReadAsync();
-        Assert.False(next.IsCanceled);
-        Assert.Equal(1, next.Buffer.Length);
+        await sockets.ClientSide.SendAsync("* BYE\r\n"u8.ToArray());
+        var bye = new byte[7];
+        Assert.Equal(7, await sockets.Client.ReceiveAsync(bye).WaitAsync(s_limit));
+    }
+
+    [Fact]
+    public async Task StopRequestedDuringAClientWrite_ShutsTheClientDownAltogether()
+    {
+        await using var sockets = await SessionSockets.ConnectAsync();
+        var control = new SpliceControl();
+        control.Attach(sockets.ClientSide, sockets.Backend);
+        Assert.True(control.TryBeginClientWrite());
+
+        control.RequestStop();
+
+        // The write under way may be stuck on a client that does not read: the client side was closed for sending too.
+        Assert.Equal(0, await sockets.Client.ReceiveAsync(new byte[1]).WaitAsync(s_limit));
+        Assert.Throws<SocketException>(() => sockets.ClientSide.Send("x"u8));
     }
 
     [Fact]
@@ -60,8 +76,7 @@ public sealed class SpliceControlTests
     {
         for (var i = 0; i < 200; i++)
         {
-            await using var backend = await BackendPair.ConnectAsync();
-            var client = new Pipe();
+            await using var sockets = await SessionSockets.ConnectAsync();
             var control = new SpliceControl();
             using var start = new Barrier(2);
             var kicker = Task.Run(() =>
@@ -72,35 +87,70 @@ public sealed class SpliceControlTests
             var attacher = Task.Run(() =>
             {
                 start.SignalAndWait();
-                control.Attach(client.Reader, backend.Connection);
+                control.Attach(sockets.ClientSide, sockets.Backend);
             });
             await Task.WhenAll(kicker, attacher);
 
-            Assert.True((await client.Reader.ReadAsync()).IsCanceled, $"iteration {i}: the client read was not cancelled");
-            Assert.Equal(0, await backend.Peer.ReceiveAsync(new byte[1]));
+            Assert.Equal(0, await sockets.ClientSide.ReceiveAsync(new byte[1]).WaitAsync(s_limit));
+            Assert.Equal(0, await sockets.BackendPeer.ReceiveAsync(new byte[1]).WaitAsync(s_limit));
         }
     }
 
-    /// <summary>A backend connection as the splice gets it, and the backend's end of it (<paramref name="Peer"/>).</summary>
-    private sealed record BackendPair(BackendConnection Connection, Socket Peer) : IAsyncDisposable
+    [Fact]
+    public async Task RequestStopRacingAClientWrite_EitherRefusesTheWriteOrClosesTheClient()
     {
-        public static async Task<BackendPair> ConnectAsync()
+        for (var i = 0; i < 200; i++)
         {
+            await using var sockets = await SessionSockets.ConnectAsync();
+            var control = new SpliceControl();
+            control.Attach(sockets.ClientSide, sockets.Backend);
+            using var start = new Barrier(2);
+            var kicker = Task.Run(() =>
+            {
+                start.SignalAndWait();
+                control.RequestStop();
+            });
+            var writer = Task.Run(() =>
+            {
+                start.SignalAndWait();
+                return control.TryBeginClientWrite();
+            });
+            await kicker;
+            if (await writer)
+            {
+                // The write began before the request was seen: the kick must have closed the client for sending.
+                Assert.Equal(0, await sockets.Client.ReceiveAsync(new byte[1]).WaitAsync(s_limit));
+            }
+        }
+    }
+
+    /// <summary>
+    /// The two connections of a spliced session: the client's (<paramref name="ClientSide"/> is the proxy's socket,
+    /// <paramref name="Client"/> the client's end) and the backend's (<paramref name="Backend"/>, whose far end is
+    /// <paramref name="BackendPeer"/>).
+    /// </summary>
+    private sealed record SessionSockets(Socket ClientSide, Socket Client, BackendConnection Backend, Socket BackendPeer) : IAsyncDisposable
+    {
+        public static async Task<SessionSockets> ConnectAsync()
+        {
+            var (client, clientSide) = await LoopbackSockets.ConnectPairAsync();
             var (socket, peer) = await LoopbackSockets.ConnectPairAsync();
-            var stream = new NetworkStream(socket, ownsSocket: false);
+            var stream = new SocketStream(socket);
             var connection = new BackendConnection(
                 new BackendEndpoint("b1", "127.0.0.1", ((IPEndPoint)peer.LocalEndPoint!).Port, 1),
                 socket,
                 stream,
                 PipeReader.Create(stream, new StreamPipeReaderOptions(leaveOpen: true)),
                 []);
-            return new BackendPair(connection, peer);
+            return new SessionSockets(clientSide, client, connection, peer);
         }
 
         public async ValueTask DisposeAsync()
         {
-            await Connection.DisposeAsync();
-            Peer.Dispose();
+            await Backend.DisposeAsync();
+            BackendPeer.Dispose();
+            ClientSide.Dispose();
+            Client.Dispose();
         }
     }
 }

@@ -490,17 +490,10 @@ internal sealed class ConsulDirectory : BackgroundService, IBackendDirectory
                         elapsed = delay;
                     }
 
-                    try
+                    // Never throws (a kick only shuts the session's sockets down): the loop reaches every session.
+                    if (session.Kick(reason))
                     {
-                        if (session.Kick(reason))
-                        {
-                            Log.SessionKicked(_logger, UserNames.ForLog(session.User), session.Backend.Id, reason);
-                        }
-                    }
-                    catch (AggregateException ex)
-                    {
-                        // A session's own stop callback failed; the directory's kick loop must go on for the others.
-                        Log.KickFailed(_logger, UserNames.ForLog(session.User), ex);
+                        Log.SessionKicked(_logger, UserNames.ForLog(session.User), session.Backend.Id, reason);
                     }
                 }
             }

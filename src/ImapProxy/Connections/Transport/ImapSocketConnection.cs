@@ -1,0 +1,308 @@
+using System.Buffers;
+using System.Collections;
+using System.IO.Pipelines;
+using System.Net;
+using System.Net.Sockets;
+using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Connections.Features;
+using Microsoft.AspNetCore.Http.Features;
+
+namespace ImapProxy.Connections.Transport;
+
+/// <summary>
+/// One accepted IMAP client connection as Kestrel hands it to the session: the socket and a
+/// <see cref="SocketStream"/> over it, with the pipes of <see cref="Transport"/> created only when something reads
+/// or writes through them (the pre-auth dialogue, a PROXY header) and let go of again with
+/// <see cref="ReleaseTransport"/>.
+/// </summary>
+/// <remarks>
+/// Kestrel's socket transport keeps two pipes, a receive loop and a send loop per connection for its whole life,
+/// about 3 KB per idle session; a spliced IMAP session needs none of them (the splice reads the socket itself,
+/// through zero-byte reads). The connection is also its own feature collection: Kestrel sets four features on it
+/// (all one object, its own connection record, one of them an internal type), which fields hold without a
+/// dictionary.
+/// </remarks>
+internal sealed class ImapSocketConnection : ConnectionContext, IFeatureCollection
+{
+    private static readonly StreamPipeReaderOptions s_readerOptions = new(bufferSize: 4096, minimumReadSize: 1024, leaveOpen: true, useZeroByteReads: true);
+    private static readonly StreamPipeWriterOptions s_writerOptions = new(minimumBufferSize: 4096, leaveOpen: true);
+    private static readonly ConnectionAbortedException s_disposed = new("The connection is disposed.");
+    private static long s_lastId;
+
+    private readonly long _id;
+    private string? _connectionId;
+    private IDuplexPipe? _transport;
+    private IDictionary<object, object?>? _items;
+    private CancellationTokenSource? _closed;
+    private int _disposed;
+
+    // Kestrel's own connection record sets three public features and one of its own (which takes the spare slot);
+    // anything beyond goes to _otherFeatures.
+    private IConnectionHeartbeatFeature? _heartbeat;
+    private IConnectionCompleteFeature? _complete;
+    private IConnectionLifetimeNotificationFeature? _lifetimeNotification;
+    private KeyValuePair<Type, object>? _spareFeature;
+    private List<KeyValuePair<Type, object>>? _otherFeatures;
+    private int _revision;
+
+    public ImapSocketConnection(Socket socket)
+    {
+        ArgumentNullException.ThrowIfNull(socket);
+        Socket = socket;
+        Stream = new SocketStream(socket);
+        RemoteEndPoint = socket.RemoteEndPoint;
+        LocalEndPoint = socket.LocalEndPoint;
+        _id = Interlocked.Increment(ref s_lastId);
+    }
+
+    public Socket Socket { get; }
+
+    /// <summary>The socket as a stream: what TLS runs over, and what a plaintext session is spliced on.</summary>
+    public SocketStream Stream { get; }
+
+    public override string ConnectionId
+    {
+        get => _connectionId ??= "imap-" + _id.ToString("x", System.Globalization.CultureInfo.InvariantCulture);
+        set => _connectionId = value;
+    }
+
+    public override IFeatureCollection Features => this;
+
+    public override IDictionary<object, object?> Items
+    {
+        get => _items ??= new Dictionary<object, object?>();
+        set => _items = value;
+    }
+
+    /// <summary>Pipes over <see cref="Stream"/>, created on first use.</summary>
+    public override IDuplexPipe Transport
+    {
+        get => _transport ??= new TransportPipe(PipeReader.Create(Stream, s_readerOptions), PipeWriter.Create(Stream, s_writerOptions));
+        set => _transport = value;
+    }
+
+    /// <summary>
+    /// Fires when the connection is aborted or disposed. A client's own close is seen by whatever reads: nothing
+    /// reads in the background here (see <see cref="WaitForPeerCloseAsync"/>).
+    /// </summary>
+    public override CancellationToken ConnectionClosed
+    {
+        get => (_closed ??= new CancellationTokenSource()).Token;
+        set => throw new NotSupportedException("The connection's closed token is its own.");
+    }
+
+    /// <summary>
+    /// Completes the pipes of <see cref="Transport"/> (whatever was written through them has been flushed) and lets go
+    /// of them; returns what their reader held unconsumed (bytes the client sent ahead). Empty if they never existed.
+    /// </summary>
+    public byte[] ReleaseTransport()
+    {
+        if (_transport is not { } transport)
+        {
+            return [];
+        }
+
+        var leftover = Array.Empty<byte>();
+        if (transport.Input.TryRead(out var buffered))
+        {
+            leftover = buffered.Buffer.ToArray();
+            transport.Input.AdvanceTo(buffered.Buffer.End);
+        }
+
+        transport.Input.Complete();
+        transport.Output.Complete();
+        _transport = null;
+        return leftover;
+    }
+
+    /// <summary>
+    /// Waits, without reading anything, until the client closes the connection (true) or sends more bytes (false).
+    /// Nothing else may be reading the socket meanwhile.
+    /// </summary>
+    public async Task<bool> WaitForPeerCloseAsync(CancellationToken cancellationToken)
+    {
+        try
+        {
+            // A zero-byte receive completes when data arrives and at the end of the stream; only data is available.
+            await Socket.ReceiveAsync(Memory<byte>.Empty, SocketFlags.None, cancellationToken);
+            return Socket.Available == 0;
+        }
+        catch (SocketException)
+        {
+            return true; // reset
+        }
+        catch (ObjectDisposedException)
+        {
+            return true;
+        }
+    }
+
+    /// <summary>Kestrel's forced end (shutdown timeout): pending reads and writes end at once.</summary>
+    public override void Abort(ConnectionAbortedException abortReason)
+    {
+        ShutdownQuietly(Socket, SocketShutdown.Both);
+        CancelClosed();
+    }
+
+    public override ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return base.DisposeAsync();
+        }
+
+        if (_transport is { } transport)
+        {
+            transport.Input.Complete();
+            // With an error, so nothing still buffered is written to a client that may be gone.
+            transport.Output.Complete(s_disposed);
+            _transport = null;
+        }
+
+        Socket.Dispose();
+        CancelClosed();
+        _closed?.Dispose();
+        return base.DisposeAsync();
+    }
+
+    /// <summary>Shuts a socket's direction down; a socket already closed or reset needs nothing more.</summary>
+    public static void ShutdownQuietly(Socket socket, SocketShutdown how)
+    {
+        try
+        {
+            socket.Shutdown(how);
+        }
+        catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+        {
+            // Already closed by the peer or disposed.
+        }
+    }
+
+    private void CancelClosed()
+    {
+        try
+        {
+            _closed?.Cancel();
+        }
+        catch (ObjectDisposedException)
+        {
+            // Disposed concurrently: it fired already.
+        }
+    }
+
+    // IFeatureCollection: fields for Kestrel's four, a short list for anything else.
+
+    bool IFeatureCollection.IsReadOnly => false;
+
+    int IFeatureCollection.Revision => _revision;
+
+    object? IFeatureCollection.this[Type key]
+    {
+        get => GetFeature(key);
+        set => SetFeature(key, value);
+    }
+
+    TFeature? IFeatureCollection.Get<TFeature>() where TFeature : default => (TFeature?)GetFeature(typeof(TFeature));
+
+    void IFeatureCollection.Set<TFeature>(TFeature? instance) where TFeature : default => SetFeature(typeof(TFeature), instance);
+
+    IEnumerator<KeyValuePair<Type, object>> IEnumerable<KeyValuePair<Type, object>>.GetEnumerator() => EnumerateFeatures().GetEnumerator();
+
+    IEnumerator IEnumerable.GetEnumerator() => EnumerateFeatures().GetEnumerator();
+
+    private object? GetFeature(Type key)
+    {
+        if (key == typeof(IConnectionHeartbeatFeature))
+        {
+            return _heartbeat;
+        }
+
+        if (key == typeof(IConnectionCompleteFeature))
+        {
+            return _complete;
+        }
+
+        if (key == typeof(IConnectionLifetimeNotificationFeature))
+        {
+            return _lifetimeNotification;
+        }
+
+        if (_spareFeature is { } spare && spare.Key == key)
+        {
+            return spare.Value;
+        }
+
+        if (_otherFeatures is not null)
+        {
+            foreach (var (type, feature) in _otherFeatures)
+            {
+                if (type == key)
+                {
+                    return feature;
+                }
+            }
+        }
+
+        return null;
+    }
+
+    private void SetFeature(Type key, object? value)
+    {
+        ArgumentNullException.ThrowIfNull(key);
+        _revision++;
+        if (key == typeof(IConnectionHeartbeatFeature))
+        {
+            _heartbeat = (IConnectionHeartbeatFeature?)value;
+        }
+        else if (key == typeof(IConnectionCompleteFeature))
+        {
+            _complete = (IConnectionCompleteFeature?)value;
+        }
+        else if (key == typeof(IConnectionLifetimeNotificationFeature))
+        {
+            _lifetimeNotification = (IConnectionLifetimeNotificationFeature?)value;
+        }
+        else
+        {
+            _otherFeatures?.RemoveAll(pair => pair.Key == key);
+            if (_spareFeature is null || _spareFeature.Value.Key == key)
+            {
+                _spareFeature = value is null ? null : new(key, value);
+            }
+            else if (value is not null)
+            {
+                (_otherFeatures ??= []).Add(new(key, value));
+            }
+        }
+    }
+
+    private IEnumerable<KeyValuePair<Type, object>> EnumerateFeatures()
+    {
+        if (_heartbeat is not null)
+        {
+            yield return new(typeof(IConnectionHeartbeatFeature), _heartbeat);
+        }
+
+        if (_complete is not null)
+        {
+            yield return new(typeof(IConnectionCompleteFeature), _complete);
+        }
+
+        if (_lifetimeNotification is not null)
+        {
+            yield return new(typeof(IConnectionLifetimeNotificationFeature), _lifetimeNotification);
+        }
+
+        if (_spareFeature is { } spare)
+        {
+            yield return spare;
+        }
+
+        foreach (var pair in _otherFeatures ?? [])
+        {
+            yield return pair;
+        }
+    }
+
+    private sealed record TransportPipe(PipeReader Input, PipeWriter Output) : IDuplexPipe;
+}

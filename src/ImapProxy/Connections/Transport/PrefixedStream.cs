@@ -1,0 +1,61 @@
+namespace ImapProxy.Connections.Transport;
+
+/// <summary>
+/// Reads <paramref name="prefix"/> first, then <paramref name="inner"/>; writes go to <paramref name="inner"/>. For
+/// the one case where bytes read ahead must go back in front of a stream: a TLS ClientHello that arrived with the
+/// PROXY header that precedes it.
+/// </summary>
+internal sealed class PrefixedStream(byte[] prefix, Stream inner) : Stream
+{
+    private int _offset;
+
+    public override bool CanRead => true;
+
+    public override bool CanWrite => true;
+
+    public override bool CanSeek => false;
+
+    public override long Length => throw new NotSupportedException();
+
+    public override long Position
+    {
+        get => throw new NotSupportedException();
+        set => throw new NotSupportedException();
+    }
+
+    public override ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
+    {
+        var left = prefix.Length - _offset;
+        if (left == 0)
+        {
+            return inner.ReadAsync(buffer, cancellationToken);
+        }
+
+        // A zero-byte read waits for data: there is some.
+        var take = Math.Min(left, buffer.Length);
+        prefix.AsSpan(_offset, take).CopyTo(buffer.Span);
+        _offset += take;
+        return ValueTask.FromResult(take);
+    }
+
+    public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
+        ReadAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
+
+    public override ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default) =>
+        inner.WriteAsync(buffer, cancellationToken);
+
+    public override Task WriteAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
+        inner.WriteAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
+
+    public override Task FlushAsync(CancellationToken cancellationToken) => inner.FlushAsync(cancellationToken);
+
+    public override void Flush() => throw new NotSupportedException("Synchronous I/O is not supported.");
+
+    public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException("Synchronous I/O is not supported.");
+
+    public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException("Synchronous I/O is not supported.");
+
+    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+
+    public override void SetLength(long value) => throw new NotSupportedException();
+}

@@ -1,0 +1,219 @@
+using System.Buffers;
+using System.Net;
+using System.Net.Sockets;
+using ImapProxy.Connections.Transport;
+using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Connections.Features;
+using Microsoft.AspNetCore.Http.Features;
+using Microsoft.Extensions.Logging.Abstractions;
+using Xunit;
+
+namespace ImapProxy.Tests.Connections.Transport;
+
+/// <summary>The IMAP listeners' transport on real loopback sockets: binding, accepting, the connection's pipes and ends.</summary>
+public sealed class ImapTransportTests : IAsyncDisposable
+{
+    private static readonly TimeSpan s_limit = TimeSpan.FromSeconds(30);
+
+    private readonly ImapTransportFactory _factory = new(NullLogger<ImapTransportFactory>.Instance);
+    private IConnectionListener? _listener;
+    private Socket? _client;
+    private ImapSocketConnection? _connection;
+
+    public async ValueTask DisposeAsync()
+    {
+        if (_connection is not null)
+        {
+            await _connection.DisposeAsync();
+        }
+
+        _client?.Dispose();
+        if (_listener is not null)
+        {
+            await _listener.DisposeAsync();
+        }
+    }
+
+    [Fact]
+    public void BindsOnlyImapListenerEndpoints()
+    {
+        Assert.True(_factory.CanBind(new ImapListenEndPoint(IPAddress.Loopback, 0)));
+        Assert.False(_factory.CanBind(new IPEndPoint(IPAddress.Loopback, 0))); // the admin endpoint stays on Kestrel's sockets
+    }
+
+    [Fact]
+    public async Task AcceptedConnection_CarriesBothEndpoints_AndItsPipesReadAndWriteTheSocket()
+    {
+        await AcceptAsync();
+
+        Assert.Equal(_client!.LocalEndPoint, _connection!.RemoteEndPoint);
+        Assert.Equal(_client.RemoteEndPoint, _connection.LocalEndPoint);
+        Assert.True(_connection.Socket.NoDelay);
+        Assert.StartsWith("imap-", _connection.ConnectionId, StringComparison.Ordinal);
+
+        await _client.SendAsync("a1 NOOP\r\n"u8.ToArray());
+        var read = await _connection.Transport.Input.ReadAtLeastAsync(9).AsTask().WaitAsync(s_limit);
+        Assert.Equal("a1 NOOP\r\n"u8.ToArray(), read.Buffer.ToArray());
+        _connection.Transport.Input.AdvanceTo(read.Buffer.End);
+
+        await _connection.Transport.Output.WriteAsync("a1 OK\r\n"u8.ToArray());
+        var reply = new byte[7];
+        Assert.Equal(7, await _client.ReceiveAsync(reply).WaitAsync(s_limit));
+    }
+
+    [Fact]
+    public async Task ReleaseTransport_ReturnsWhatTheReaderHeld_AndTheSocketReadsOnDirectly()
+    {
+        await AcceptAsync();
+        Assert.Empty(_connection!.ReleaseTransport()); // never created: nothing to give back
+
+        await _client!.SendAsync("a LOGIN u p\r\nb SELECT INBOX\r\n"u8.ToArray());
+        var input = _connection.Transport.Input;
+        var read = await input.ReadAtLeastAsync(29).AsTask().WaitAsync(s_limit);
+        input.AdvanceTo(read.Buffer.GetPosition(13)); // the dialogue consumed the LOGIN line only
+
+        Assert.Equal("b SELECT INBOX\r\n"u8.ToArray(), _connection.ReleaseTransport());
+
+        await _client.SendAsync("c NOOP\r\n"u8.ToArray());
+        var next = new byte[8];
+        await _connection.Stream.ReadExactlyAsync(next).AsTask().WaitAsync(s_limit);
+        Assert.Equal("c NOOP\r\n"u8.ToArray(), next);
+    }
+
+    [Fact]
+    public async Task WaitForPeerClose_TellsAHangUpFromMoreData()
+    {
+        await AcceptAsync();
+        await _client!.SendAsync("x"u8.ToArray());
+        Assert.False(await _connection!.WaitForPeerCloseAsync(CancellationToken.None).WaitAsync(s_limit)); // data: not a close
+
+        var buffer = new byte[1];
+        Assert.Equal(1, await _connection.Stream.ReadAsync(buffer)); // nothing was consumed by the wait
+        _client.Shutdown(SocketShutdown.Send);
+        Assert.True(await _connection.WaitForPeerCloseAsync(CancellationToken.None).WaitAsync(s_limit));
+    }
+
+    [Fact]
+    public async Task WaitForPeerClose_EndsWhenCancelled()
+    {
+        await AcceptAsync();
+        using var cancel = new CancellationTokenSource();
+        var waiting = _connection!.WaitForPeerCloseAsync(cancel.Token);
+        Assert.False(waiting.IsCompleted);
+
+        await cancel.CancelAsync();
+
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => waiting.WaitAsync(s_limit));
+    }
+
+    [Fact]
+    public async Task ACancelledRead_EndsTheConnectionsReads_WithACancellation()
+    {
+        await AcceptAsync();
+        using var cancel = new CancellationTokenSource();
+        var reading = _connection!.Stream.ReadAsync(new byte[16], cancel.Token).AsTask();
+        Assert.False(reading.IsCompleted);
+
+        await cancel.CancelAsync();
+
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => reading.WaitAsync(s_limit));
+        Assert.Equal(0, await _connection.Stream.ReadAsync(new byte[16]).AsTask().WaitAsync(s_limit)); // shut down for receiving
+        await _connection.Stream.WriteAsync("* BYE\r\n"u8.ToArray()); // writing still works (a BYE after a timeout)
+        var bye = new byte[7];
+        Assert.Equal(7, await _client!.ReceiveAsync(bye).WaitAsync(s_limit));
+    }
+
+    [Fact]
+    public async Task Abort_EndsAPendingRead_AndFiresConnectionClosed()
+    {
+        await AcceptAsync();
+        var closed = _connection!.ConnectionClosed;
+        var reading = _connection.Stream.ReadAsync(new byte[16]).AsTask();
+
+        _connection.Abort(new ConnectionAbortedException("test"));
+
+        Assert.Equal(0, await reading.WaitAsync(s_limit));
+        Assert.True(closed.IsCancellationRequested);
+        Assert.Equal(0, await _client!.ReceiveAsync(new byte[1]).WaitAsync(s_limit));
+    }
+
+    [Fact]
+    public async Task Dispose_ClosesTheSocket_Once()
+    {
+        await AcceptAsync();
+        await _connection!.DisposeAsync();
+        await _connection.DisposeAsync();
+
+        Assert.Equal(0, await _client!.ReceiveAsync(new byte[1]).WaitAsync(s_limit));
+    }
+
+    [Fact]
+    public async Task Unbind_EndsTheAcceptLoop()
+    {
+        _listener = await _factory.BindAsync(new ImapListenEndPoint(IPAddress.Loopback, 0));
+        var accepting = _listener.AcceptAsync().AsTask();
+
+        await _listener.UnbindAsync();
+
+        Assert.Null(await accepting.WaitAsync(s_limit));
+        Assert.Null(await _listener.AcceptAsync().AsTask().WaitAsync(s_limit));
+    }
+
+    [Fact]
+    public async Task BindingAPortInUse_IsAnAddressInUseError()
+    {
+        _listener = await _factory.BindAsync(new ImapListenEndPoint(IPAddress.Loopback, 0));
+        var port = ((IPEndPoint)_listener.EndPoint).Port;
+
+        await Assert.ThrowsAsync<AddressInUseException>(() => _factory.BindAsync(new ImapListenEndPoint(IPAddress.Loopback, port)).AsTask());
+    }
+
+    [Fact]
+    public async Task Features_HoldKestrelsFeaturesAndAnyOther()
+    {
+        await AcceptAsync();
+        IFeatureCollection features = _connection!.Features;
+        var lifetime = new LifetimeNotification();
+        var revision = features.Revision;
+
+        features.Set<IConnectionLifetimeNotificationFeature>(lifetime);
+        features.Set<IConnectionItemsFeature>(new ItemsFeature());
+        features.Set<IConnectionIdFeature>(new IdFeature());
+        features.Set<IConnectionIdFeature>(null);
+
+        Assert.Same(lifetime, features.Get<IConnectionLifetimeNotificationFeature>());
+        Assert.NotNull(features.Get<IConnectionItemsFeature>());
+        Assert.Null(features.Get<IConnectionIdFeature>());
+        Assert.Null(features.Get<IConnectionHeartbeatFeature>());
+        Assert.True(features.Revision > revision);
+        Assert.Equal(2, features.Count());
+    }
+
+    private async Task AcceptAsync()
+    {
+        _listener = await _factory.BindAsync(new ImapListenEndPoint(IPAddress.Loopback, 0));
+        _client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        var accepting = _listener.AcceptAsync().AsTask();
+        await _client.ConnectAsync(_listener.EndPoint);
+        _connection = Assert.IsType<ImapSocketConnection>(await accepting.WaitAsync(s_limit));
+    }
+
+    private sealed class LifetimeNotification : IConnectionLifetimeNotificationFeature
+    {
+        public CancellationToken ConnectionClosedRequested { get; set; }
+
+        public void RequestClose()
+        {
+        }
+    }
+
+    private sealed class ItemsFeature : IConnectionItemsFeature
+    {
+        public IDictionary<object, object?> Items { get; set; } = new Dictionary<object, object?>();
+    }
+
+    private sealed class IdFeature : IConnectionIdFeature
+    {
+        public string ConnectionId { get; set; } = "x";
+    }
+}
