@@ -19,6 +19,8 @@
 #   BENCH_IDLE_HOLD      seconds the idle sessions are held while CPU is measured (full 5, quick 1)
 #   BENCH_COOLDOWN       longest wait for the previous target's TIME_WAIT connections to expire before a
 #                        target starts (full 75, quick 0)
+#   BENCH_TARGET_WARMUP  seconds of each of six unrecorded warm-up loads a target serves before its first
+#                        figure (full 2, quick 0: none)
 #   BENCH_START_TIMEOUT  seconds a target may take to greet (default 90)
 #   BENCH_CERT_KEY       openssl -newkey argument for the self-signed certificate (default rsa:2048)
 #   IMAPPROXY_ENV        extra VAR=VALUE words for ImapProxy's environment, after DOTNET_gcServer=0
@@ -99,10 +101,12 @@ if [[ "$mode" == quick ]]; then
   USERS="${BENCH_USERS:-100}" DURATION="${BENCH_DURATION:-1.5}" WARMUP="${BENCH_WARMUP:-0.5}"
   IDLE_SESSIONS="${BENCH_IDLE_SESSIONS:-500}" IDLE_HOLD="${BENCH_IDLE_HOLD:-1}" IDLE_SETTLE=0.5
   COOLDOWN="${BENCH_COOLDOWN:-0}"
+  TARGET_WARMUP="${BENCH_TARGET_WARMUP:-0}"
 else
   USERS="${BENCH_USERS:-1000}" DURATION="${BENCH_DURATION:-10}" WARMUP="${BENCH_WARMUP:-2}"
   IDLE_SESSIONS="${BENCH_IDLE_SESSIONS:-9000}" IDLE_HOLD="${BENCH_IDLE_HOLD:-5}" IDLE_SETTLE=2
   COOLDOWN="${BENCH_COOLDOWN:-75}"
+  TARGET_WARMUP="${BENCH_TARGET_WARMUP:-2}"
 fi
 START_TIMEOUT="${BENCH_START_TIMEOUT:-90}"
 CERT_KEY="${BENCH_CERT_KEY:-rsa:2048}"
@@ -110,7 +114,7 @@ IMAPPROXY_ENV="${IMAPPROXY_ENV:-}"
 for v in USERS IDLE_SESSIONS START_TIMEOUT; do
   [[ "${!v}" =~ ^[0-9]+$ ]] || { echo "run.sh: $v must be a whole number (got '${!v}')" >&2; exit 2; }
 done
-for v in DURATION WARMUP IDLE_HOLD; do
+for v in DURATION WARMUP IDLE_HOLD TARGET_WARMUP; do
   [[ "${!v}" =~ ^[0-9]+(\.[0-9]+)?$ ]] || { echo "run.sh: $v must be a number of seconds (got '${!v}')" >&2; exit 2; }
 done
 ((USERS >= 1 && USERS <= 9999)) || { echo "run.sh: BENCH_USERS must be 1..9999" >&2; exit 2; }
@@ -584,6 +588,32 @@ cooldown()
   done
 }
 
+# Before its first figure, every target serves the same short, unrecorded load of each kind, with one or two
+# clients (few TIME_WAIT connections): a proxy in production has been running for a while. It matters for a
+# JIT-compiled target: ImapProxy spends its first seconds under load compiling its hot paths again, optimised
+# (measured: a fifth of its CPU in the JIT and the runtime three seconds into a login load, none after eight);
+# nginx, HAProxy and Dovecot have nothing to warm. Each figure still has its own warm-up on top of this.
+warm_target()
+{
+  local target="$1" step scenario security rc
+  [[ "$TARGET_WARMUP" =~ ^0*(\.0*)?$ ]] && return 0
+  log "  $target: warm-up, unrecorded (6 x ${TARGET_WARMUP} s)"
+  for step in "logins plain 1" "logins tls 1" "noop plain 2" "select-fetch plain 2" "fetch-big plain 1" "fetch-big tls 1"; do
+    read -r scenario security clients <<<"$step"
+    local args=(dotnet "$BENCH_DLL" "$scenario" --host 127.0.0.1 --port "$PLAIN_PORT")
+    [[ "$security" == tls ]] && args=(dotnet "$BENCH_DLL" "$scenario" --host 127.0.0.1 --port "$TLS_PORT" --tls)
+    args+=(--clients "$clients" --duration "$TARGET_WARMUP" --warmup 0 --users "$USERS"
+      --user-format 'user{0:D4}' --password-format 'pass{0:D4}' --label "$target/warmup")
+    rc=0
+    timeout --kill-after=10 $((${TARGET_WARMUP%.*} + 120)) "${args[@]}" >/dev/null 2>>"$RUN_DIR/log/warmup-$target.err" &
+    GEN_PID=$!
+    wait "$GEN_PID" || rc=$?
+    GEN_PID=""
+    ((rc == 0)) || log "  $target: warm-up $scenario ($security) failed (exit $rc), see log/warmup-$target.err"
+  done
+  cooldown
+}
+
 run_target()
 {
   local t="$1" s=$IDLE_SESSIONS h=$IDLE_HOLD
@@ -675,6 +705,7 @@ for target in "${targets[@]}"; do
   log "target $target"
   target_started=$SECONDS
   if start_target "$target"; then
+    warm_target "$target"
     run_target "$target"
   else
     FAILURES+=("$target: did not start")
@@ -689,7 +720,7 @@ else
   : >"$RUN_DIR/failures.txt"
 fi
 versions >"$RUN_DIR/versions.txt"
-MODE="$mode" TARGETS="${targets[*]}" USERS="$USERS" DURATION="$DURATION" WARMUP="$WARMUP" \
+MODE="$mode" TARGETS="${targets[*]}" USERS="$USERS" DURATION="$DURATION" WARMUP="$WARMUP" TARGET_WARMUP="$TARGET_WARMUP" \
   IDLE_SESSIONS="$IDLE_SESSIONS" IDLE_HOLD="$IDLE_HOLD" IMAPPROXY_ENV="DOTNET_gcServer=0 $IMAPPROXY_ENV" \
   CERT_KEY="$CERT_KEY" ELAPSED="$((SECONDS - started_at))" \
   python3 "$PEERS/report.py" "$RUN_DIR" >"$RUN_DIR/results.md" || die "report.py failed"

@@ -44,6 +44,12 @@ internal sealed class BenchResult
 
     public double? KbPerSession { get; set; }
 
+    /// <summary>idle: RSS with the first half of the sessions open.</summary>
+    public long? RssMidpointKb { get; set; }
+
+    /// <summary>idle: RSS growth from the first half of the sessions to all, per session of the second half.</summary>
+    public double? KbPerSessionMarginal { get; set; }
+
     public long? PssBeforeKb { get; set; }
 
     public long? PssAfterKb { get; set; }
@@ -122,6 +128,8 @@ internal sealed class BenchResult
             WriteNumber(json, "pss_before_kb", PssBeforeKb);
             WriteNumber(json, "pss_after_kb", PssAfterKb);
             WriteNumber(json, "pss_kb_per_session", PssKbPerSession, 2);
+            WriteNumber(json, "rss_midpoint_kb", RssMidpointKb);
+            WriteNumber(json, "kb_per_session_marginal", KbPerSessionMarginal, 2);
             WriteNumber(json, "generator_cpu_seconds", GeneratorCpuSeconds, 3);
             WriteNumber(json, "generator_cpu_us_per_op", GeneratorCpuMicrosecondsPerOp, 2);
 

@@ -28,7 +28,9 @@
 // Fields that do not apply are null. mb_per_sec is literal (message) bytes per second in MB of 10^6 bytes.
 // Extras: sessions (idle: how many reached IDLE), mean_us, bytes, target_cpu_percent (100 = one core, over the
 // window), target_processes, pss_* (idle: Pss from smaps_rollup, which splits shared pages between processes, fairer
-// than VmRSS for multi-process targets), generator_cpu_seconds and generator_cpu_us_per_op (this process's own CPU
+// than VmRSS for multi-process targets), rss_midpoint_kb and kb_per_session_marginal (idle: RSS with half the
+// sessions open, and the growth from there to all of them per session of the second half; see IdleScenario),
+// generator_cpu_seconds and generator_cpu_us_per_op (this process's own CPU
 // over the window), tls_session_resumed ("unknown" with --tls: SslStream does not report it), failure (why the run
 // could not measure, else null).
 //

@@ -3,7 +3,7 @@
 
 Reads RUN_DIR/out/TARGET--FIGURE.json (one generator JSON line each), RUN_DIR/versions.txt (key=value),
 RUN_DIR/failures.txt (one failure per line) and, from the environment, MODE TARGETS USERS DURATION WARMUP
-IDLE_SESSIONS IDLE_HOLD IMAPPROXY_ENV CERT_KEY ELAPSED.
+TARGET_WARMUP IDLE_SESSIONS IDLE_HOLD IMAPPROXY_ENV CERT_KEY ELAPSED.
 """
 import datetime
 import json
@@ -30,6 +30,8 @@ ROWS = [
     ("FETCH 5 MB MB/s, 8 sessions, TLS", "fetch-big-8-tls", "mb_per_sec", "dec1", True),
     ("KB per idle IDLE session, plain ({S} sessions)", "idle-plain", "kb_per_session", "dec1", False),
     ("KB per idle IDLE session, TLS ({S} sessions)", "idle-tls", "kb_per_session", "dec1", False),
+    ("KB per idle IDLE session, plain, marginal (second half)", "idle-plain", "kb_per_session_marginal", "dec1", False),
+    ("KB per idle IDLE session, TLS, marginal (second half)", "idle-tls", "kb_per_session_marginal", "dec1", False),
     ("Target CPU % while idle, plain", "idle-plain", "target_cpu_percent_idle", "dec2", False),
     ("Target CPU % while idle, TLS", "idle-tls", "target_cpu_percent_idle", "dec2", False),
 ]
@@ -90,7 +92,9 @@ def main():
     print(f"- Date: {now}; run took {env('ELAPSED', '?')} s")
     print(f"- Machine: {versions.get('nproc', '?')} cores (nproc), {versions.get('cpu') or 'unknown CPU'}, "
           f"kernel {versions.get('kernel') or platform.release()}")
-    print(f"- Load: {env('USERS')} users; {env('DURATION')} s per figure after {env('WARMUP')} s warm-up; "
+    target_warmup = env('TARGET_WARMUP', '0')
+    warmed = f"each target warmed up first with 6 unrecorded loads of {target_warmup} s; " if float(target_warmup or 0) > 0 else ""
+    print(f"- Load: {env('USERS')} users; {warmed}{env('DURATION')} s per figure after {env('WARMUP')} s warm-up; "
           f"{env('IDLE_SESSIONS')} idle sessions held {env('IDLE_HOLD')} s; certificate {env('CERT_KEY')}")
     print(f"- Dovecot {versions.get('dovecot', '?')} (backend, `direct`, `dovecot-proxy`); "
           f"nginx {versions.get('nginx', '?')}; HAProxy {versions.get('haproxy', '?')}")
