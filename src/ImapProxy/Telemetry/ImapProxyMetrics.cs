@@ -38,7 +38,8 @@ public sealed class ImapProxyMetrics
     private readonly Counter<long> _directoryLookups;
     private readonly UpDownCounter<long> _backendSessions;
     private readonly Counter<long> _backendConnectErrors;
-    private readonly Counter<long> _transferred;
+    private long _clientToBackend;
+    private long _backendToClient;
     private readonly Histogram<double> _sessionDuration;
     private readonly Counter<long> _kicks;
     private readonly Histogram<double> _authFailureDelay;
@@ -55,7 +56,9 @@ public sealed class ImapProxyMetrics
         _directoryLookups = Meter.CreateCounter<long>("imapproxy.directory.lookups", "{lookup}", "Directory answers by source: override, cache, consul (placement read), hash, static.");
         _backendSessions = Meter.CreateUpDownCounter<long>("imapproxy.backend.sessions.active", "{session}", "Spliced sessions open now, by backend.");
         _backendConnectErrors = Meter.CreateCounter<long>("imapproxy.backend.connect.errors", "{error}", "Failed hand-overs to a backend, by backend and error type.");
-        _transferred = Meter.CreateCounter<long>("imapproxy.transferred", "By", "Bytes spliced, by direction (client_to_backend, backend_to_client).");
+        // Observed, not added per read: the splice only adds to two totals, and the exporter reads them when it collects
+        // (a counter's Add costs a tag lookup in the SDK's aggregator, measured at about 3% of the CPU per spliced NOOP).
+        Meter.CreateObservableCounter("imapproxy.transferred", ObserveTransferred, "By", "Bytes spliced, by direction (client_to_backend, backend_to_client).");
         _sessionDuration = Meter.CreateHistogram("imapproxy.session.duration", "s", "Duration of spliced sessions, by end reason.", advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = s_sessionBuckets });
         _kicks = Meter.CreateCounter<long>("imapproxy.kicks", "{kick}", "Sessions ended by the proxy, by reason (moved, backend_disabled, shutdown).");
         _authFailureDelay = Meter.CreateHistogram("imapproxy.auth.failure.delay", "s", "Delay imposed before answering a failed login (throttling); its count is the number of failed logins delayed.", advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = [0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32] });
@@ -89,9 +92,9 @@ public sealed class ImapProxyMetrics
     public void BackendConnectError(string backend, string errorType) =>
         _backendConnectErrors.Add(1, new KeyValuePair<string, object?>(BackendTag, backend), new KeyValuePair<string, object?>(ErrorTypeTag, errorType));
 
-    public void ClientToBackend(long bytes) => _transferred.Add(bytes, new KeyValuePair<string, object?>(DirectionTag, "client_to_backend"));
+    public void ClientToBackend(long bytes) => Interlocked.Add(ref _clientToBackend, bytes);
 
-    public void BackendToClient(long bytes) => _transferred.Add(bytes, new KeyValuePair<string, object?>(DirectionTag, "backend_to_client"));
+    public void BackendToClient(long bytes) => Interlocked.Add(ref _backendToClient, bytes);
 
     public void SessionEnded(string reason, TimeSpan duration) =>
         _sessionDuration.Record(duration.TotalSeconds, new KeyValuePair<string, object?>(EndReasonTag, reason));
@@ -99,6 +102,12 @@ public sealed class ImapProxyMetrics
     public void Kicked(string reason) => _kicks.Add(1, new KeyValuePair<string, object?>(KickReasonTag, reason));
 
     public void AuthFailureDelayed(TimeSpan delay) => _authFailureDelay.Record(delay.TotalSeconds);
+
+    private Measurement<long>[] ObserveTransferred() =>
+    [
+        new(Volatile.Read(ref _clientToBackend), new KeyValuePair<string, object?>(DirectionTag, "client_to_backend")),
+        new(Volatile.Read(ref _backendToClient), new KeyValuePair<string, object?>(DirectionTag, "backend_to_client")),
+    ];
 }
 
 /// <summary>The spans of a login (DESIGN §7): accept → hand-over, with its phases as children.</summary>
