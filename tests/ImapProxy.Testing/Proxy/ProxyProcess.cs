@@ -72,10 +72,13 @@ public sealed class ProxyProcess : IAsyncDisposable
         var proxy = new ProxyProcess(process, imaps, admin);
         process.OutputDataReceived += (_, e) => proxy.Append(e.Data);
         process.ErrorDataReceived += (_, e) => proxy.Append(e.Data);
-        process.Exited += (_, _) => proxy._exited.TrySetResult();
         process.Start();
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
+
+        // Not the Exited event: it can come before the last lines of output were read. WaitForExitAsync also waits
+        // for the end of both redirected streams, so Output is complete once Exited is.
+        _ = process.WaitForExitAsync().ContinueWith(_ => proxy._exited.TrySetResult(), TaskScheduler.Default);
         await proxy.WaitUntilReadyAsync();
         return proxy;
     }
