@@ -4,6 +4,7 @@ using ImapProxy.Backends;
 using ImapProxy.Configuration;
 using ImapProxy.Connections;
 using ImapProxy.Connections.Transport;
+using ImapProxy.Connections.Transport.Epoll;
 using ImapProxy.Directory;
 using ImapProxy.Directory.Consul;
 using ImapProxy.Telemetry;
@@ -87,6 +88,7 @@ public static class ImapProxyHost
         services.AddSingleton<TlsBufferPolicy>();
         services.AddSingleton<TrustedNetworks>();
         services.AddSingleton<AuthFailureThrottle>();
+        services.AddSingleton(CreateSocketEngine);
         services.AddSingleton<BackendConnector>();
         services.AddSingleton<SessionRegistry>();
         if (builder.Configuration.GetValue<bool>($"{ImapProxyOptions.SectionName}:Consul:Enabled"))
@@ -215,6 +217,22 @@ public static class ImapProxyHost
                 registry.Add(AdminListenerName, listen);
             });
         }
+    }
+
+    /// <summary>The socket engine of the IMAP sessions (disposed with the host: its threads stop).</summary>
+    private static ISocketEngine CreateSocketEngine(IServiceProvider provider)
+    {
+        var performance = provider.GetRequiredService<IOptions<ImapProxyOptions>>().Value.Performance;
+        var logger = provider.GetRequiredService<ILoggerFactory>().CreateLogger("ImapProxy.SocketEngine");
+        if (performance.SocketEngine == SocketEngineKind.DotNet || (performance.SocketEngine == SocketEngineKind.Auto && !EpollEngine.IsSupported))
+        {
+            Log.SocketEngineSelected(logger, "dotnet", 0);
+            return DotNetSocketEngine.Instance;
+        }
+
+        var threads = performance.IoThreads > 0 ? performance.IoThreads : Environment.ProcessorCount;
+        Log.SocketEngineSelected(logger, "epoll", threads);
+        return new EpollEngine(threads, performance.InlineIo, logger);
     }
 
     /// <summary>Connections to the Consul agent; a CA file, when given, is the only trust anchor for HTTPS.</summary>

@@ -44,10 +44,12 @@ public class MailKitProxyTests(ClusterFixture cluster)
     [InlineData(Listener.ImplicitTls, Mechanism.LoginCommand)]
     [InlineData(Listener.ImplicitTls, Mechanism.Plain)]
     [InlineData(Listener.ImplicitTls, Mechanism.SaslLogin)]
+    [InlineData(Listener.TrustedPlain, Mechanism.LoginCommand)]
+    [InlineData(Listener.TrustedPlain, Mechanism.Plain)]
     public async Task Login_ThenListSelectFetchSearch(Listener listener, Mechanism mechanism)
     {
         using var client = await MailKitClient.ConnectAsync(cluster, listener);
-        Assert.True(client.IsSecure);
+        Assert.Equal(listener != Listener.TrustedPlain, client.IsSecure);
         await AuthenticateAsync(client, mechanism, "alice", "alice-pass");
         Assert.True(client.IsAuthenticated);
         // The post-login capabilities are Dovecot's, not the proxy's pre-login set.
@@ -69,10 +71,12 @@ public class MailKitProxyTests(ClusterFixture cluster)
         Assert.DoesNotContain("alice-pass", cluster.Proxy.Logs.AllText, StringComparison.Ordinal);
     }
 
-    [Fact]
-    public async Task Append_OneMegabyteMessage_RoundTripsIntact()
+    [Theory]
+    [InlineData(Listener.ImplicitTls)]
+    [InlineData(Listener.TrustedPlain)]
+    public async Task Append_OneMegabyteMessage_RoundTripsIntact(Listener listener)
     {
-        using var client = await MailKitClient.ConnectAsync(cluster, Listener.ImplicitTls);
+        using var client = await MailKitClient.ConnectAsync(cluster, listener);
         await AuthenticateAsync(client, Mechanism.Plain, "bob", "bob-pass");
         var personal = client.GetFolder(client.PersonalNamespaces[0]);
         var folder = await personal.CreateAsync("append-" + Guid.NewGuid().ToString("N"), isMessageFolder: true)
@@ -101,11 +105,13 @@ public class MailKitProxyTests(ClusterFixture cluster)
         await client.DisconnectAsync(quit: true);
     }
 
-    [Fact]
-    public async Task Idle_ReceivesExists_ForAnAppendMadeBySecondSession()
+    [Theory]
+    [InlineData(Listener.StartTls)]
+    [InlineData(Listener.TrustedPlain)]
+    public async Task Idle_ReceivesExists_ForAnAppendMadeBySecondSession(Listener listener)
     {
         var folderName = "idle-" + Guid.NewGuid().ToString("N");
-        using var watcher = await MailKitClient.ConnectAsync(cluster, Listener.StartTls);
+        using var watcher = await MailKitClient.ConnectAsync(cluster, listener);
         await AuthenticateAsync(watcher, Mechanism.Plain, "carol", "carol-pass");
         var personal = watcher.GetFolder(watcher.PersonalNamespaces[0]);
         var folder = await personal.CreateAsync(folderName, isMessageFolder: true)

@@ -45,7 +45,11 @@ internal readonly record struct BackendLoginResult(BackendLoginOutcome Outcome, 
 }
 
 /// <summary>Who the client is, for ID forwarding and the PROXY header.</summary>
-internal sealed record ClientEndpoints(IPEndPoint Client, IPEndPoint Local);
+internal sealed record ClientEndpoints(IPEndPoint Client, IPEndPoint Local)
+{
+    /// <summary>The client's connection: the backend connection joins its socket engine thread.</summary>
+    public Stream? ClientStream { get; init; }
+}
 
 /// <summary>
 /// The hand-over of DESIGN §5: connect, greeting, optional TLS, ID with the client's details, authentication
@@ -62,12 +66,14 @@ internal sealed class BackendConnector
     private readonly byte[]? _masterUser;
     private readonly byte[]? _masterPassword;
     private readonly TlsBufferPolicy _tlsBuffers;
+    private readonly ISocketEngine _sockets;
 
-    public BackendConnector(IOptions<ImapProxyOptions> options, TimeProvider timeProvider, TlsBufferPolicy tlsBuffers)
+    public BackendConnector(IOptions<ImapProxyOptions> options, TimeProvider timeProvider, TlsBufferPolicy tlsBuffers, ISocketEngine sockets)
     {
         _options = options.Value.Backends;
         _timeProvider = timeProvider;
         _tlsBuffers = tlsBuffers;
+        _sockets = sockets;
         if (_options.CaFile is not null)
         {
             _trustedRoots = [];
@@ -226,15 +232,13 @@ internal sealed class BackendConnector
 
     private async Task ConnectAsync(Handover handover, BackendEndpoint backend, ClientEndpoints endpoints, CancellationToken cancellationToken)
     {
-        var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
-        handover.Socket = socket;
+        Stream stream;
         using (var connectTimeout = new CancellationTokenSource(_options.ConnectTimeout, _timeProvider))
         using (var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, connectTimeout.Token))
         {
-            await socket.ConnectAsync(backend.Host, backend.Port, linked.Token);
+            (handover.Socket, stream) = await _sockets.ConnectAsync(backend.Host, backend.Port, endpoints.ClientStream, linked.Token);
         }
 
-        Stream stream = new SocketStream(socket);
         handover.Stream = stream;
         if (backend.ProxyProtocol)
         {

@@ -335,6 +335,27 @@ public sealed class PerformanceOptions
     /// (SSL_MODE_RELEASE_BUFFERS, as nginx and HAProxy do). Linux only; see <c>Tls/OpenSslBuffers</c>.
     /// </summary>
     public bool ReleaseTlsBuffers { get; set; } = true;
+
+    /// <summary>
+    /// Which socket engine moves the IMAP sessions' bytes (client and backend sockets): <c>Auto</c> (the proxy's own
+    /// epoll engine on Linux, .NET's sockets elsewhere), <c>Epoll</c>, or <c>DotNet</c>.
+    /// </summary>
+    public SocketEngineKind SocketEngine { get; set; } = SocketEngineKind.Auto;
+
+    /// <summary>Threads of the epoll engine; 0: one per processor.</summary>
+    public int IoThreads { get; set; }
+}
+
+public enum SocketEngineKind
+{
+    /// <summary>Epoll on Linux, DotNet elsewhere.</summary>
+    Auto,
+
+    /// <summary>The proxy's own epoll engine (Linux): no speculative receives, plaintext sessions spliced in event handlers.</summary>
+    Epoll,
+
+    /// <summary>.NET's socket engine.</summary>
+    DotNet,
 }
 
 public sealed class SessionOptions

@@ -180,6 +180,12 @@ internal sealed class ImapProxyOptionsValidator : IValidateOptions<ImapProxyOpti
             errors.Add($"{P}:Telemetry:TraceSampleRatio must be between 0 and 1 (got {telemetry.TraceSampleRatio}).");
         }
 
+        CheckRange(errors, $"{P}:Performance:IoThreads", options.Performance.IoThreads, 0, 256);
+        if (options.Performance.SocketEngine == SocketEngineKind.Epoll && !Connections.Transport.Epoll.EpollEngine.IsSupported)
+        {
+            errors.Add($"{P}:Performance:SocketEngine 'Epoll' needs Linux; use 'Auto' or 'DotNet'.");
+        }
+
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
     }
 

@@ -561,7 +561,7 @@ internal sealed class ClientSession
     private Task<BackendLoginResult> LoginToAsync(DirectoryResult placement, LoginRequest request, PreAuthMachine machine, CancellationToken cancellationToken) =>
         placement.Backend is null
             ? Task.FromResult(new BackendLoginResult(BackendLoginOutcome.Unavailable, null, placement.Detail ?? "no backend available"))
-            : _services.Connector.LoginAsync(placement.Backend, request.Credentials, machine.ClientIdentity, new ClientEndpoints(_client, _local), _sessionId, cancellationToken);
+            : _services.Connector.LoginAsync(placement.Backend, request.Credentials, machine.ClientIdentity, new ClientEndpoints(_client, _local) { ClientStream = _connection.Stream }, _sessionId, cancellationToken);
 
     /// <summary>
     /// The delay before a failed login's answer. A client that hangs up meanwhile does not keep its session waiting

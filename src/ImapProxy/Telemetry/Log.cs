@@ -87,4 +87,13 @@ internal static partial class Log
 
     [LoggerMessage(42, LogLevel.Warning, "TLS record buffers cannot be released while idle ({Reason}); idle TLS connections keep their record buffers (about 16 KB each, measured)")]
     public static partial void TlsBuffersNotReleased(ILogger logger, string reason);
+
+    [LoggerMessage(43, LogLevel.Critical, "Socket engine thread {Thread} stopped: {Reason}; the sessions on it no longer move")]
+    public static partial void EngineFailed(ILogger logger, string thread, string reason);
+
+    [LoggerMessage(44, LogLevel.Error, "Socket engine thread {Thread}: an event handler failed; the thread goes on")]
+    public static partial void EngineHandlerFailed(ILogger logger, string thread, Exception exception);
+
+    [LoggerMessage(45, LogLevel.Information, "Socket engine: {Engine}, {Threads} I/O threads")]
+    public static partial void SocketEngineSelected(ILogger logger, string engine, int threads);
 }

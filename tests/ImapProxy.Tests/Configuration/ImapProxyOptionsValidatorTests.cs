@@ -58,8 +58,10 @@ public class ImapProxyOptionsValidatorTests
         var options = Valid();
         options.PreAuth.MaxLineLength = 10;
         options.PreAuth.Timeout = TimeSpan.Zero;
+        options.Performance.IoThreads = -1;
         var errors = Errors(options);
         Assert.Contains(errors, e => e.StartsWith("ImapProxy:PreAuth:MaxLineLength", StringComparison.Ordinal));
         Assert.Contains(errors, e => e.StartsWith("ImapProxy:PreAuth:Timeout", StringComparison.Ordinal));
+        Assert.Contains(errors, e => e.StartsWith("ImapProxy:Performance:IoThreads", StringComparison.Ordinal));
     }
 }

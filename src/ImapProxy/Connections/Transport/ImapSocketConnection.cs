@@ -10,8 +10,8 @@ using Microsoft.AspNetCore.Http.Features;
 namespace ImapProxy.Connections.Transport;
 
 /// <summary>
-/// One accepted IMAP client connection as Kestrel hands it to the session: the socket and a
-/// <see cref="SocketStream"/> over it, with the pipes of <see cref="Transport"/> created only when something reads
+/// One accepted IMAP client connection as Kestrel hands it to the session: the socket and a stream of the
+/// <see cref="ISocketEngine"/> over it, with the pipes of <see cref="Transport"/> created only when something reads
 /// or writes through them (the pre-auth dialogue, a PROXY header) and let go of again with
 /// <see cref="ReleaseTransport"/>.
 /// </summary>
@@ -45,11 +45,13 @@ internal sealed class ImapSocketConnection : ConnectionContext, IFeatureCollecti
     private List<KeyValuePair<Type, object>>? _otherFeatures;
     private int _revision;
 
-    public ImapSocketConnection(Socket socket)
+    /// <summary>A connection over <paramref name="socket"/>, whose I/O goes through <paramref name="engine"/>.</summary>
+    public ImapSocketConnection(Socket socket, ISocketEngine engine)
     {
         ArgumentNullException.ThrowIfNull(socket);
+        ArgumentNullException.ThrowIfNull(engine);
         Socket = socket;
-        Stream = new SocketStream(socket);
+        Stream = engine.Attach(socket);
         RemoteEndPoint = socket.RemoteEndPoint;
         LocalEndPoint = socket.LocalEndPoint;
         _id = Interlocked.Increment(ref s_lastId);
@@ -57,8 +59,8 @@ internal sealed class ImapSocketConnection : ConnectionContext, IFeatureCollecti
 
     public Socket Socket { get; }
 
-    /// <summary>The socket as a stream: what TLS runs over, and what a plaintext session is spliced on.</summary>
-    public SocketStream Stream { get; }
+    /// <summary>The socket as a stream (of the socket engine): what TLS runs over, and what a plaintext session is spliced on.</summary>
+    public Stream Stream { get; }
 
     public override string ConnectionId
     {
@@ -117,25 +119,9 @@ internal sealed class ImapSocketConnection : ConnectionContext, IFeatureCollecti
 
     /// <summary>
     /// Waits, without reading anything, until the client closes the connection (true) or sends more bytes (false).
-    /// Nothing else may be reading the socket meanwhile.
+    /// Nothing else may be reading the socket meanwhile; cancelling leaves the connection usable.
     /// </summary>
-    public async Task<bool> WaitForPeerCloseAsync(CancellationToken cancellationToken)
-    {
-        try
-        {
-            // A zero-byte receive completes when data arrives and at the end of the stream; only data is available.
-            await Socket.ReceiveAsync(Memory<byte>.Empty, SocketFlags.None, cancellationToken);
-            return Socket.Available == 0;
-        }
-        catch (SocketException)
-        {
-            return true; // reset
-        }
-        catch (ObjectDisposedException)
-        {
-            return true;
-        }
-    }
+    public Task<bool> WaitForPeerCloseAsync(CancellationToken cancellationToken) => ((IPeerCloseWatch)Stream).WaitForPeerCloseAsync(cancellationToken);
 
     /// <summary>Kestrel's forced end (shutdown timeout): pending reads and writes end at once.</summary>
     public override void Abort(ConnectionAbortedException abortReason)
@@ -159,6 +145,7 @@ internal sealed class ImapSocketConnection : ConnectionContext, IFeatureCollecti
             _transport = null;
         }
 
+        Stream.Dispose(); // off the socket engine while the descriptor is still open
         Socket.Dispose();
         CancelClosed();
         _closed?.Dispose();

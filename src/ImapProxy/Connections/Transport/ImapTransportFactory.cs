@@ -15,9 +15,10 @@ internal sealed class ImapListenEndPoint(IPAddress address, int port) : IPEndPoi
 /// <summary>
 /// Kestrel's transport for the IMAP listeners: Kestrel still binds them, runs the accept loop, dispatches every
 /// connection to the listener's <see cref="ImapConnectionHandler"/>, tracks it and aborts it at shutdown; this
-/// transport only accepts sockets and gives each as a lean <see cref="ImapSocketConnection"/>.
+/// transport only accepts sockets and gives each as a lean <see cref="ImapSocketConnection"/>, whose I/O goes
+/// through the socket engine.
 /// </summary>
-internal sealed class ImapTransportFactory(ILogger<ImapTransportFactory> logger) : IConnectionListenerFactory, IConnectionListenerFactorySelector
+internal sealed class ImapTransportFactory(ISocketEngine engine, ILogger<ImapTransportFactory> logger) : IConnectionListenerFactory, IConnectionListenerFactorySelector
 {
     /// <summary>Pending connections the kernel queues before an accept (Kestrel's own default).</summary>
     internal const int Backlog = 512;
@@ -53,10 +54,10 @@ internal sealed class ImapTransportFactory(ILogger<ImapTransportFactory> logger)
             throw;
         }
 
-        return ValueTask.FromResult<IConnectionListener>(new Listener(socket, logger));
+        return ValueTask.FromResult<IConnectionListener>(new Listener(socket, engine, logger));
     }
 
-    private sealed class Listener(Socket socket, ILogger logger) : IConnectionListener
+    private sealed class Listener(Socket socket, ISocketEngine engine, ILogger logger) : IConnectionListener
     {
         private volatile bool _unbound;
 
@@ -74,8 +75,17 @@ internal sealed class ImapTransportFactory(ILogger<ImapTransportFactory> logger)
                 try
                 {
                     var accepted = await socket.AcceptAsync(cancellationToken);
-                    accepted.NoDelay = true;
-                    return new ImapSocketConnection(accepted);
+                    try
+                    {
+                        accepted.NoDelay = true;
+                        return new ImapSocketConnection(accepted, engine);
+                    }
+                    catch (SocketException ex)
+                    {
+                        // Gone already (NoDelay on a reset socket), or the engine could not take it.
+                        accepted.Dispose();
+                        Log.AcceptFailed(logger, EndPoint.ToString()!, ex.SocketErrorCode.ToString());
+                    }
                 }
                 catch (ObjectDisposedException)
                 {

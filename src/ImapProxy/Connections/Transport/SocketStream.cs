@@ -12,8 +12,26 @@ namespace ImapProxy.Connections.Transport;
 /// <see cref="SocketSender"/>s from a shared pool rather than an event-args object cached on each socket; a write
 /// given a token that fires shuts the socket down altogether, which ends a send stuck on a client that does not read.
 /// </summary>
-internal sealed class SocketStream(Socket socket) : NetworkStream(socket, ownsSocket: false)
+internal sealed class SocketStream(Socket socket) : NetworkStream(socket, ownsSocket: false), IPeerCloseWatch
 {
+    public async Task<bool> WaitForPeerCloseAsync(CancellationToken cancellationToken)
+    {
+        try
+        {
+            // A zero-byte receive completes when data arrives and at the end of the stream; only data is available.
+            await Socket.ReceiveAsync(Memory<byte>.Empty, SocketFlags.None, cancellationToken);
+            return Socket.Available == 0;
+        }
+        catch (SocketException)
+        {
+            return true; // reset
+        }
+        catch (ObjectDisposedException)
+        {
+            return true;
+        }
+    }
+
     public override ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default) =>
         cancellationToken.CanBeCanceled ? ReadUntilCancelledAsync(buffer, cancellationToken) : base.ReadAsync(buffer, CancellationToken.None);
 

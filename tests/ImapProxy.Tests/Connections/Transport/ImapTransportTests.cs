@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Net;
 using System.Net.Sockets;
 using ImapProxy.Connections.Transport;
+using ImapProxy.Connections.Transport.Epoll;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Connections.Features;
 using Microsoft.AspNetCore.Http.Features;
@@ -10,15 +11,31 @@ using Xunit;
 
 namespace ImapProxy.Tests.Connections.Transport;
 
-/// <summary>The IMAP listeners' transport on real loopback sockets: binding, accepting, the connection's pipes and ends.</summary>
-public sealed class ImapTransportTests : IAsyncDisposable
+/// <summary>The IMAP transport with the proxy's own epoll engine (the default on Linux).</summary>
+public sealed class EpollTransportTests() : ImapTransportTests(new EpollEngine(1, inlineContinuations: true, NullLogger.Instance));
+
+/// <summary>The IMAP transport with .NET's sockets (other systems, or Performance:SocketEngine=DotNet).</summary>
+public sealed class DotNetTransportTests() : ImapTransportTests(DotNetSocketEngine.Instance);
+
+/// <summary>
+/// The IMAP listeners' transport on real loopback sockets: binding, accepting, the connection's pipes and ends; the
+/// same for either socket engine.
+/// </summary>
+public abstract class ImapTransportTests : IAsyncDisposable
 {
     private static readonly TimeSpan s_limit = TimeSpan.FromSeconds(30);
 
-    private readonly ImapTransportFactory _factory = new(NullLogger<ImapTransportFactory>.Instance);
+    private readonly ISocketEngine _engine;
+    private readonly ImapTransportFactory _factory;
     private IConnectionListener? _listener;
     private Socket? _client;
     private ImapSocketConnection? _connection;
+
+    private protected ImapTransportTests(ISocketEngine engine)
+    {
+        _engine = engine;
+        _factory = new(engine, NullLogger<ImapTransportFactory>.Instance);
+    }
 
     public async ValueTask DisposeAsync()
     {
@@ -32,6 +49,8 @@ public sealed class ImapTransportTests : IAsyncDisposable
         {
             await _listener.DisposeAsync();
         }
+
+        (_engine as IDisposable)?.Dispose();
     }
 
     [Fact]

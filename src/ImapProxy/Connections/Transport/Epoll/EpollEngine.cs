@@ -1,0 +1,394 @@
+using System.Collections.Concurrent;
+using System.Net;
+using System.Net.Sockets;
+using System.Runtime.InteropServices;
+using ImapProxy.Telemetry;
+using Microsoft.Extensions.Logging;
+
+namespace ImapProxy.Connections.Transport.Epoll;
+
+/// <summary>What a registered descriptor's events go to; called on its loop's thread.</summary>
+internal interface IEpollHandler
+{
+    void OnEvents(uint events);
+}
+
+/// <summary>
+/// The proxy's own socket engine for IMAP connections on Linux: a few threads, each waiting in epoll_wait on the
+/// sockets given to it and running what their events wake on the spot (as nginx's and HAProxy's workers do).
+/// </summary>
+/// <remarks>
+/// .NET's socket engine tries a receive before waiting on epoll every time a read is posted, and a proxied IMAP
+/// command is a short read on each side, so half of its receives found nothing (EAGAIN). Here a read that came back
+/// short marks the socket drained until epoll reports it again (edge-triggered), as nginx does, and a session's
+/// client and backend sockets share one thread. Sockets this engine owns are never touched by .NET's engine (no
+/// async operation of <see cref="Socket"/> is used on them), so no event reaches two engines.
+/// </remarks>
+internal sealed class EpollEngine : ISocketEngine, IDisposable
+{
+    private readonly EpollLoop[] _loops;
+    private int _next = -1;
+
+    public EpollEngine(int threads, bool inlineContinuations, ILogger logger)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(threads, 1);
+        Handlers = new HandlerTable();
+        _loops = new EpollLoop[threads];
+        try
+        {
+            for (var i = 0; i < threads; i++)
+            {
+                _loops[i] = new EpollLoop(this, i, inlineContinuations, logger);
+            }
+        }
+        catch
+        {
+            Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Whether this machine can run the engine (Linux, with the libc calls it makes).</summary>
+    public static bool IsSupported => OperatingSystem.IsLinux();
+
+    internal HandlerTable Handlers { get; }
+
+    internal IReadOnlyList<EpollLoop> Loops => _loops;
+
+    /// <summary>The loop for a new client connection: round robin.</summary>
+    public EpollLoop NextLoop() => _loops[(int)((uint)Interlocked.Increment(ref _next) % (uint)_loops.Length)];
+
+    public Stream Attach(Socket socket) => new EpollStream(new EpollSocket(socket, NextLoop()));
+
+    public async ValueTask<(Socket Socket, Stream Stream)> ConnectAsync(string host, int port, Stream? near, CancellationToken cancellationToken)
+    {
+        // The backend side of a session runs on its client's loop: one thread moves a command both ways.
+        var loop = (near as EpollStream)?.Socket.Loop ?? NextLoop();
+        var addresses = IPAddress.TryParse(host, out var literal) ? [literal] : await Dns.GetHostAddressesAsync(host, cancellationToken);
+        if (addresses.Length == 0)
+        {
+            throw new SocketException((int)SocketError.HostNotFound);
+        }
+
+        // Each address in turn, as Socket.ConnectAsync(host, port) does; the last failure is the one reported.
+        SocketException? failure = null;
+        foreach (var address in addresses)
+        {
+            try
+            {
+                var socket = await EpollSocket.ConnectAsync(loop, new IPEndPoint(address, port), cancellationToken);
+                return (socket.Socket, new EpollStream(socket));
+            }
+            catch (SocketException ex)
+            {
+                failure = ex;
+            }
+        }
+
+        throw failure!;
+    }
+
+    public void Dispose()
+    {
+        foreach (var loop in _loops)
+        {
+            loop?.Stop();
+        }
+    }
+}
+
+/// <summary>
+/// One engine thread: its epoll instance, the wake-up descriptor that brings work from other threads, and a read
+/// buffer that the handlers running on it share (one command at a time runs on a thread).
+/// </summary>
+internal sealed unsafe class EpollLoop
+{
+    private const int MaxEvents = 256;
+    private const ulong WakeToken = ulong.MaxValue;
+    private const int SharedBufferSize = 64 * 1024;
+
+    [ThreadStatic]
+    private static EpollLoop? t_current;
+
+    private readonly EpollEngine _engine;
+    private readonly ILogger _logger;
+    private readonly int _epoll;
+    private readonly int _wake;
+    private readonly Thread _thread;
+    private readonly ConcurrentQueue<(Action<object?> Action, object? State)> _work = new();
+    private int _wakePending;
+    private volatile bool _stopping;
+
+    public EpollLoop(EpollEngine engine, int index, bool inlineContinuations, ILogger logger)
+    {
+        _engine = engine;
+        _logger = logger;
+        InlineContinuations = inlineContinuations;
+        _epoll = LibC.EpollCreate(LibC.EpollCloexec);
+        if (_epoll < 0)
+        {
+            throw new SocketException((int)LibC.ToSocketError(Marshal.GetLastPInvokeError()));
+        }
+
+        _wake = LibC.EventFd(0, LibC.EfdCloexec | LibC.EfdNonblock);
+        if (_wake < 0 || Control(LibC.EpollCtlAdd, _wake, LibC.EpollIn | LibC.EpollEt, WakeToken) != 0)
+        {
+            var errno = Marshal.GetLastPInvokeError();
+            LibC.Close(_epoll);
+            if (_wake >= 0)
+            {
+                LibC.Close(_wake);
+            }
+
+            throw new SocketException((int)LibC.ToSocketError(errno));
+        }
+
+        _thread = new Thread(Run) { IsBackground = true, Name = $"ImapProxy I/O {index}" };
+        _thread.UnsafeStart();
+    }
+
+    /// <summary>Whether completions run their continuations on this thread (else on the thread pool).</summary>
+    public bool InlineContinuations { get; }
+
+    /// <summary>True on this loop's own thread.</summary>
+    public bool IsCurrent => t_current == this;
+
+    /// <summary>A buffer for handlers running on this loop's thread, and only for the duration of one call.</summary>
+    public byte[] SharedBuffer { get; } = GC.AllocateUninitializedArray<byte>(SharedBufferSize, pinned: true);
+
+    /// <summary>
+    /// Adds a descriptor, edge-triggered for reading, writing and the peer's close; its events go to
+    /// <paramref name="handler"/> until <see cref="Remove"/>. Returns the registration's token.
+    /// </summary>
+    public ulong Add(int fd, IEpollHandler handler)
+    {
+        var token = _engine.Handlers.Add(handler);
+        if (Control(LibC.EpollCtlAdd, fd, LibC.EpollIn | LibC.EpollOut | LibC.EpollRdHup | LibC.EpollEt, token) != 0)
+        {
+            var errno = Marshal.GetLastPInvokeError();
+            _engine.Handlers.Remove(token);
+            throw new SocketException((int)LibC.ToSocketError(errno));
+        }
+
+        return token;
+    }
+
+    /// <summary>
+    /// Stops a descriptor's events. The caller holds the descriptor open (a closed number may already belong to
+    /// another socket); events already collected may still arrive, and the token then finds no handler.
+    /// </summary>
+    public void Remove(int fd, ulong token)
+    {
+        if (fd >= 0)
+        {
+            _ = Control(LibC.EpollCtlDel, fd, 0, 0);
+        }
+
+        _engine.Handlers.Remove(token);
+    }
+
+    /// <summary>Runs <paramref name="action"/> on this loop's thread: at once when called there, else soon.</summary>
+    public void Execute(Action<object?> action, object? state)
+    {
+        if (IsCurrent)
+        {
+            action(state);
+            return;
+        }
+
+        _work.Enqueue((action, state));
+        if (Interlocked.Exchange(ref _wakePending, 1) == 0)
+        {
+            ulong one = 1;
+            _ = LibC.Write(_wake, (byte*)&one, sizeof(ulong));
+        }
+    }
+
+    public void Stop()
+    {
+        _stopping = true;
+        ulong one = 1;
+        _ = LibC.Write(_wake, (byte*)&one, sizeof(ulong));
+        if (!IsCurrent)
+        {
+            _thread.Join(TimeSpan.FromSeconds(5));
+        }
+    }
+
+    private int Control(int operation, int fd, uint events, ulong token)
+    {
+        var ev = stackalloc byte[16];
+        *(uint*)ev = events;
+        *(ulong*)(ev + LibC.EpollDataOffset) = token;
+        return LibC.EpollCtl(_epoll, operation, fd, ev);
+    }
+
+    private void Run()
+    {
+        t_current = this;
+        var size = LibC.EpollEventSize;
+        var offset = LibC.EpollDataOffset;
+        var events = (byte*)NativeMemory.Alloc((nuint)(MaxEvents * size));
+        try
+        {
+            while (!_stopping)
+            {
+                var count = LibC.EpollWait(_epoll, events, MaxEvents, -1);
+                if (count < 0)
+                {
+                    var errno = Marshal.GetLastPInvokeError();
+                    if (errno == LibC.EIntr)
+                    {
+                        continue;
+                    }
+
+                    Log.EngineFailed(_logger, _thread.Name!, $"epoll_wait: {LibC.ToSocketError(errno)}");
+                    return;
+                }
+
+                for (var i = 0; i < count; i++)
+                {
+                    var ev = events + (i * size);
+                    var token = *(ulong*)(ev + offset);
+                    if (token == WakeToken)
+                    {
+                        ulong drained;
+                        _ = LibC.Read(_wake, (byte*)&drained, sizeof(ulong));
+                        Volatile.Write(ref _wakePending, 0);
+                        continue;
+                    }
+
+                    if (_engine.Handlers.Get(token) is { } handler)
+                    {
+                        Dispatch(handler, *(uint*)ev);
+                    }
+                }
+
+                while (_work.TryDequeue(out var work))
+                {
+                    Run(work.Action, work.State);
+                }
+            }
+        }
+        finally
+        {
+            NativeMemory.Free(events);
+            LibC.Close(_wake);
+            LibC.Close(_epoll);
+        }
+    }
+
+    /// <summary>Handlers do not throw; if one does, the thread goes on serving every other socket.</summary>
+    private void Dispatch(IEpollHandler handler, uint events)
+    {
+        try
+        {
+            handler.OnEvents(events);
+        }
+        catch (Exception ex)
+        {
+            Log.EngineHandlerFailed(_logger, _thread.Name!, ex);
+        }
+    }
+
+    private void Run(Action<object?> action, object? state)
+    {
+        try
+        {
+            action(state);
+        }
+        catch (Exception ex)
+        {
+            Log.EngineHandlerFailed(_logger, _thread.Name!, ex);
+        }
+    }
+}
+
+/// <summary>
+/// Registration tokens to handlers: a slot index in the low half and the slot's generation in the high half, so
+/// that an event collected before its descriptor was removed never reaches the slot's next owner as its own. Slots
+/// live in chunks that never move, read without a lock by the loops.
+/// </summary>
+internal sealed class HandlerTable
+{
+    private const int ChunkShift = 12;
+    private const int ChunkSize = 1 << ChunkShift;
+
+    private readonly Lock _lock = new();
+    private readonly Stack<int> _free = new();
+    private Slot[][] _chunks = [new Slot[ChunkSize]];
+    private int _used;
+
+    /// <summary>Registered handlers (for tests and diagnostics).</summary>
+    public int Count
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _used - _free.Count;
+            }
+        }
+    }
+
+    public ulong Add(IEpollHandler handler)
+    {
+        lock (_lock)
+        {
+            var index = _free.Count > 0 ? _free.Pop() : _used++;
+            var chunk = index >> ChunkShift;
+            if (chunk == _chunks.Length)
+            {
+                var grown = new Slot[chunk + 1][];
+                _chunks.CopyTo(grown, 0);
+                grown[chunk] = new Slot[ChunkSize];
+                Volatile.Write(ref _chunks, grown);
+            }
+
+            ref var slot = ref _chunks[chunk][index & (ChunkSize - 1)];
+            Volatile.Write(ref slot.Handler, handler);
+            return ((ulong)slot.Generation << 32) | (uint)index;
+        }
+    }
+
+    public void Remove(ulong token)
+    {
+        var index = (int)(uint)token;
+        lock (_lock)
+        {
+            ref var slot = ref _chunks[index >> ChunkShift][index & (ChunkSize - 1)];
+            if (slot.Generation != (uint)(token >> 32) || slot.Handler is null)
+            {
+                return;
+            }
+
+            Volatile.Write(ref slot.Generation, slot.Generation + 1);
+            slot.Handler = null;
+            _free.Push(index);
+        }
+    }
+
+    public IEpollHandler? Get(ulong token)
+    {
+        var index = (int)(uint)token;
+        var chunks = Volatile.Read(ref _chunks);
+        var chunk = index >> ChunkShift;
+        if (chunk >= chunks.Length)
+        {
+            return null;
+        }
+
+        ref var slot = ref chunks[chunk][index & (ChunkSize - 1)];
+        var handler = Volatile.Read(ref slot.Handler);
+
+        // A slot reused between these two reads would give a stale event to its new owner: harmless, as every
+        // handler treats an event as "try again", never as data.
+        return Volatile.Read(ref slot.Generation) == (uint)(token >> 32) ? handler : null;
+    }
+
+    private struct Slot
+    {
+        public IEpollHandler? Handler;
+        public uint Generation;
+    }
+}

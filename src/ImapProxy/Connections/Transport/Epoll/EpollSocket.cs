@@ -1,0 +1,716 @@
+using System.Net;
+using System.Net.Sockets;
+using System.Runtime.InteropServices;
+using System.Threading.Tasks.Sources;
+
+namespace ImapProxy.Connections.Transport.Epoll;
+
+/// <summary>Takes a socket's readiness events instead of its waiting operations (<see cref="EpollSocket.SetListener"/>).</summary>
+internal interface IReadinessListener
+{
+    /// <summary>On the socket's loop thread: <paramref name="socket"/> may have become readable or writable.</summary>
+    void OnReady(EpollSocket socket, bool readable, bool writable);
+}
+
+/// <summary>
+/// A non-blocking socket on an <see cref="EpollLoop"/>: one read and one write at a time, each completing at once
+/// when the socket is ready and otherwise waiting for the loop's next event for it.
+/// </summary>
+/// <remarks>
+/// Readiness is tracked per direction with a counter of the loop's events (edge-triggered epoll reports each new
+/// arrival once). A receive that comes back short, or with EAGAIN, marks the socket drained as of the count it saw
+/// before trying; the next read tries the socket only once the count has moved, so a read posted on a drained
+/// socket costs no system call. A waiting operation is published with a full fence and the count re-checked, and
+/// the loop bumps the count with a full fence before it looks for a waiter: one of the two always sees the other.
+/// <para>
+/// The descriptor is used only under a reference on the socket's handle, so that a concurrent dispose cannot close
+/// it (and let the number be reused) during a system call.
+/// </para>
+/// </remarks>
+internal sealed class EpollSocket : IEpollHandler, IValueTaskSource<int>, IValueTaskSource
+{
+    private const uint ReadEvents = LibC.EpollIn | LibC.EpollRdHup | LibC.EpollHup | LibC.EpollErr;
+    private const uint WriteEvents = LibC.EpollOut | LibC.EpollHup | LibC.EpollErr;
+    private const uint EndEvents = LibC.EpollRdHup | LibC.EpollHup | LibC.EpollErr;
+
+    // What a published waiter is waiting for.
+    private const int NotWaiting = 0;
+    private const int WaitingToReceive = 1;
+    private const int WaitingForPeek = 2; // the peer-close watch: data (1) or the end (0), nothing consumed
+    private const int WaitingToSend = 1;
+    private const int WaitingToConnect = 2;
+
+    private readonly SafeSocketHandle _handle;
+    private readonly int _fd;
+    private ulong _token;
+    private bool _registered;
+    private int _disposed;
+    private IReadinessListener? _listener;
+
+    private int _readEvents;
+    private int _readDrainedAt = -1;
+    private volatile bool _readEnded; // the peer's close or an error was reported: reads never wait again
+    private int _readWaiting;
+    private Memory<byte> _readBuffer;
+    private ManualResetValueTaskSourceCore<int> _readCore;
+    private CancellationTokenRegistration _readCancellation;
+
+    private int _writeEvents;
+    private int _writeWaiting;
+    private ReadOnlyMemory<byte> _writeBuffer;
+    private ManualResetValueTaskSourceCore<int> _writeCore;
+    private CancellationTokenRegistration _writeCancellation;
+
+    /// <summary>Takes over an accepted or created socket: non-blocking, registered on <paramref name="loop"/>.</summary>
+    public EpollSocket(Socket socket, EpollLoop loop)
+        : this(socket, loop, register: true)
+    {
+    }
+
+    private EpollSocket(Socket socket, EpollLoop loop, bool register)
+    {
+        ArgumentNullException.ThrowIfNull(socket);
+        ArgumentNullException.ThrowIfNull(loop);
+        Socket = socket;
+        Loop = loop;
+        _handle = socket.SafeHandle;
+        _fd = (int)_handle.DangerousGetHandle();
+        _readCore.RunContinuationsAsynchronously = !loop.InlineContinuations;
+        _writeCore.RunContinuationsAsynchronously = !loop.InlineContinuations;
+        SetNonBlocking(_fd);
+        if (register)
+        {
+            Register();
+        }
+    }
+
+    public Socket Socket { get; }
+
+    public EpollLoop Loop { get; }
+
+    /// <summary>
+    /// Connects a new socket to <paramref name="endpoint"/> on <paramref name="loop"/>. Failures are
+    /// <see cref="SocketException"/>s; a cancelled connect is an <see cref="OperationCanceledException"/>.
+    /// </summary>
+    public static async ValueTask<EpollSocket> ConnectAsync(EpollLoop loop, IPEndPoint endpoint, CancellationToken cancellationToken)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        var socket = new Socket(endpoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        EpollSocket? connecting = null;
+        try
+        {
+            connecting = new EpollSocket(socket, loop, register: false);
+            var address = endpoint.Serialize(); // the platform's sockaddr layout
+            var error = connecting.StartConnect(address);
+
+            // Registered only once the connect is under way: a socket that is not connecting yet reports itself hung
+            // up, which would read as the end of the stream. A connect that finished already reports its outcome.
+            connecting.Register();
+            while (error is SocketError.InProgress or SocketError.AlreadyInProgress)
+            {
+                // The count is read before each look, so a completion in between is not missed; connect(2) again
+                // says EALREADY while under way, EISCONN once connected, or why it failed.
+                var seen = Volatile.Read(ref connecting._writeEvents);
+                error = connecting.StartConnect(address);
+                if (error is SocketError.InProgress or SocketError.AlreadyInProgress)
+                {
+                    await connecting.WaitWritableAsync(seen, cancellationToken);
+                }
+            }
+
+            if (error is not (SocketError.Success or SocketError.IsConnected))
+            {
+                throw new SocketException((int)error);
+            }
+
+            return connecting;
+        }
+        catch
+        {
+            connecting?.Dispose();
+            socket.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Receives into <paramref name="buffer"/>: the count, 0 at the end of the stream. An empty buffer waits until
+    /// the socket may be readable (it returns at once if it may already be). Failures are <see cref="SocketException"/>s.
+    /// </summary>
+    public ValueTask<int> ReceiveAsync(Memory<byte> buffer)
+    {
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+        while (true)
+        {
+            var seen = Volatile.Read(ref _readEvents);
+            if (seen != _readDrainedAt)
+            {
+                if (buffer.IsEmpty)
+                {
+                    return new ValueTask<int>(0);
+                }
+
+                var received = Receive(buffer.Span, 0, seen, out var error);
+                if (received >= 0)
+                {
+                    return new ValueTask<int>(received);
+                }
+
+                if (error != SocketError.WouldBlock)
+                {
+                    return ValueTask.FromException<int>(new SocketException((int)error));
+                }
+            }
+
+            _readBuffer = buffer;
+            _readCore.Reset();
+            if (PublishRead(WaitingToReceive, seen))
+            {
+                return new ValueTask<int>(this, _readCore.Version);
+            }
+
+            _readBuffer = default;
+        }
+    }
+
+    /// <summary>
+    /// Waits until the peer closes (true) or has sent something (false), consuming nothing. Cancelling ends the
+    /// wait only; the socket stays usable.
+    /// </summary>
+    public async Task<bool> WaitForPeerCloseAsync(CancellationToken cancellationToken)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+        while (true)
+        {
+            var seen = Volatile.Read(ref _readEvents);
+            if (seen != _readDrainedAt)
+            {
+                var peeked = Peek(seen, out var error);
+                if (peeked >= 0 || error != SocketError.WouldBlock)
+                {
+                    return peeked <= 0; // the end, or a reset
+                }
+            }
+
+            _readCore.Reset();
+            _readCancellation = cancellationToken.UnsafeRegister(static state => ((EpollSocket)state!).CancelRead(), this);
+            if (PublishRead(WaitingForPeek, seen))
+            {
+                if (cancellationToken.IsCancellationRequested)
+                {
+                    CancelRead(); // cancelled before the waiter was there to be cancelled
+                }
+
+                return await new ValueTask<int>(this, _readCore.Version) == 0;
+            }
+
+            _readCancellation.Dispose();
+            _readCancellation = default;
+        }
+    }
+
+    /// <summary>Sends all of <paramref name="buffer"/>, waiting for room as needed. Failures are <see cref="SocketException"/>s.</summary>
+    public ValueTask SendAsync(ReadOnlyMemory<byte> buffer)
+    {
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+        while (true)
+        {
+            var seen = Volatile.Read(ref _writeEvents);
+            var sent = Send(buffer.Span, out var error);
+            if (sent == buffer.Length)
+            {
+                return ValueTask.CompletedTask;
+            }
+
+            if (sent < 0 && error != SocketError.WouldBlock)
+            {
+                return ValueTask.FromException(new SocketException((int)error));
+            }
+
+            buffer = buffer[Math.Max(sent, 0)..];
+            _writeBuffer = buffer;
+            _writeCore.Reset();
+            if (PublishWrite(WaitingToSend, seen))
+            {
+                return new ValueTask(this, _writeCore.Version);
+            }
+
+            _writeBuffer = default;
+        }
+    }
+
+    /// <summary>
+    /// For a <see cref="IReadinessListener"/> on the loop thread: receives what is there without waiting. Returns the
+    /// count (0 at the end of the stream), or -1 with <paramref name="error"/> (WouldBlock: nothing there now).
+    /// </summary>
+    public int TryReceive(Span<byte> buffer, out SocketError error)
+    {
+        var seen = Volatile.Read(ref _readEvents);
+        if (seen == _readDrainedAt)
+        {
+            error = SocketError.WouldBlock;
+            return -1;
+        }
+
+        return Receive(buffer, 0, seen, out error);
+    }
+
+    /// <summary>
+    /// For a <see cref="IReadinessListener"/> on the loop thread: sends what the socket takes now. Returns the count
+    /// taken (possibly short; the listener hears when there is room again), or -1 with <paramref name="error"/>.
+    /// </summary>
+    public int TrySend(ReadOnlySpan<byte> buffer, out SocketError error)
+    {
+        var sent = Send(buffer, out error);
+        if (sent < 0 && error == SocketError.WouldBlock)
+        {
+            error = SocketError.Success;
+            return 0;
+        }
+
+        return sent;
+    }
+
+    /// <summary>
+    /// From now on (null: no longer) the socket's events go to <paramref name="listener"/> instead of waiting
+    /// operations. Only on the loop thread, with no operation waiting.
+    /// </summary>
+    public void SetListener(IReadinessListener? listener)
+    {
+        System.Diagnostics.Debug.Assert(Loop.IsCurrent, "listeners are set on the loop thread");
+        _listener = listener;
+    }
+
+    void IEpollHandler.OnEvents(uint events)
+    {
+        if (Volatile.Read(ref _disposed) != 0)
+        {
+            return;
+        }
+
+        var readable = (events & ReadEvents) != 0;
+        var writable = (events & WriteEvents) != 0;
+
+        // Full fences: each pairs with the fence that publishes a waiter (PublishRead, PublishWrite).
+        if ((events & EndEvents) != 0)
+        {
+            // Before the count moves: a reader that sees the new count sees this too.
+            _readEnded = true;
+        }
+
+        if (readable)
+        {
+            Interlocked.Increment(ref _readEvents);
+        }
+
+        if (writable)
+        {
+            Interlocked.Increment(ref _writeEvents);
+        }
+
+        if (_listener is { } listener)
+        {
+            listener.OnReady(this, readable, writable);
+            return;
+        }
+
+        if (readable && Volatile.Read(ref _readWaiting) != NotWaiting)
+        {
+            var waiting = Interlocked.Exchange(ref _readWaiting, NotWaiting);
+            if (waiting != NotWaiting)
+            {
+                ContinueRead(waiting);
+            }
+        }
+
+        if (writable && Volatile.Read(ref _writeWaiting) != NotWaiting)
+        {
+            var waiting = Interlocked.Exchange(ref _writeWaiting, NotWaiting);
+            if (waiting != NotWaiting)
+            {
+                ContinueWrite(waiting);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Stops the socket's events and fails an operation still waiting. The socket itself is its owner's to dispose
+    /// (after this: the descriptor must stay open until it is out of epoll).
+    /// </summary>
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+
+        var added = false;
+        try
+        {
+            _handle.DangerousAddRef(ref added);
+            if (_registered)
+            {
+                Loop.Remove(_fd, _token);
+            }
+        }
+        catch (ObjectDisposedException)
+        {
+            // Closed already, which took it out of epoll; the handler slot still has to go.
+            if (_registered)
+            {
+                Loop.Remove(-1, _token);
+            }
+        }
+        finally
+        {
+            if (added)
+            {
+                _handle.DangerousRelease();
+            }
+        }
+
+        if (Interlocked.Exchange(ref _readWaiting, NotWaiting) != NotWaiting)
+        {
+            _readBuffer = default;
+            _readCore.SetException(new ObjectDisposedException(nameof(EpollSocket)));
+        }
+
+        if (Interlocked.Exchange(ref _writeWaiting, NotWaiting) != NotWaiting)
+        {
+            _writeBuffer = default;
+            _writeCore.SetException(new ObjectDisposedException(nameof(EpollSocket)));
+        }
+    }
+
+    int IValueTaskSource<int>.GetResult(short token)
+    {
+        _readCancellation.Dispose(); // a late cancellation must not reach the next read
+        _readCancellation = default;
+        try
+        {
+            return _readCore.GetResult(token);
+        }
+        finally
+        {
+            // The core keeps its last continuation's state (the awaiting state machine, and what that holds) until
+            // the next reset: for an idle session that is for hours.
+            _readCore.Reset();
+        }
+    }
+
+    ValueTaskSourceStatus IValueTaskSource<int>.GetStatus(short token) => _readCore.GetStatus(token);
+
+    void IValueTaskSource<int>.OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags) =>
+        _readCore.OnCompleted(continuation, state, token, flags);
+
+    void IValueTaskSource.GetResult(short token)
+    {
+        _writeCancellation.Dispose();
+        _writeCancellation = default;
+        try
+        {
+            _writeCore.GetResult(token);
+        }
+        finally
+        {
+            _writeCore.Reset();
+        }
+    }
+
+    ValueTaskSourceStatus IValueTaskSource.GetStatus(short token) => _writeCore.GetStatus(token);
+
+    void IValueTaskSource.OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags) =>
+        _writeCore.OnCompleted(continuation, state, token, flags);
+
+    private void Register()
+    {
+        _token = Loop.Add(_fd, this);
+        _registered = true;
+    }
+
+    private static void SetNonBlocking(int fd)
+    {
+        var flags = LibC.Fcntl(fd, LibC.FGetFl, 0);
+        if (flags < 0 || LibC.Fcntl(fd, LibC.FSetFl, flags | LibC.ONonblock) < 0)
+        {
+            throw new SocketException((int)LibC.ToSocketError(Marshal.GetLastPInvokeError()));
+        }
+    }
+
+    /// <summary>Publishes a waiting read; false if an event came since <paramref name="seen"/> (try again instead).</summary>
+    private bool PublishRead(int waiting, int seen) => Publish(ref _readWaiting, waiting, ref _readEvents, seen);
+
+    private bool PublishWrite(int waiting, int seen) => Publish(ref _writeWaiting, waiting, ref _writeEvents, seen);
+
+    /// <summary>
+    /// Publishes a waiter; false if an event came since <paramref name="seen"/> and the caller took the waiter back
+    /// (it tries the socket again itself). A socket disposed meanwhile throws, unless the dispose failed the waiter.
+    /// </summary>
+    private bool Publish(ref int waiter, int waiting, ref int events, int seen)
+    {
+        Interlocked.Exchange(ref waiter, waiting);
+        if (Volatile.Read(ref events) == seen && Volatile.Read(ref _disposed) == 0)
+        {
+            return true;
+        }
+
+        // Taken back, unless the loop (or the dispose) took it first: then that completes it.
+        if (Interlocked.Exchange(ref waiter, NotWaiting) == NotWaiting)
+        {
+            return true;
+        }
+
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+        return false;
+    }
+
+    /// <summary>On the loop thread: a waiting read may proceed.</summary>
+    private void ContinueRead(int waiting)
+    {
+        try
+        {
+            while (true)
+            {
+                if (waiting == WaitingToReceive && _readBuffer.IsEmpty)
+                {
+                    _readCore.SetResult(0); // a zero-byte read: the socket may be readable now
+                    return;
+                }
+
+                var seen = Volatile.Read(ref _readEvents);
+                var result = waiting == WaitingForPeek
+                    ? Peek(seen, out var error)
+                    : Receive(_readBuffer.Span, 0, seen, out error);
+                if (result >= 0 || error != SocketError.WouldBlock)
+                {
+                    _readBuffer = default;
+                    if (result >= 0 || waiting == WaitingForPeek)
+                    {
+                        _readCore.SetResult(Math.Max(result, 0)); // a peek that failed: the connection is gone
+                    }
+                    else
+                    {
+                        _readCore.SetException(new SocketException((int)error));
+                    }
+
+                    return;
+                }
+
+                // An event for bytes an earlier read already took: wait for the next.
+                if (PublishRead(waiting, seen))
+                {
+                    return;
+                }
+            }
+        }
+        catch (Exception ex)
+        {
+            _readBuffer = default;
+            _readCore.SetException(ex);
+        }
+    }
+
+    /// <summary>On the loop thread: a waiting write (or connect) may proceed.</summary>
+    private void ContinueWrite(int waiting)
+    {
+        try
+        {
+            if (waiting == WaitingToConnect)
+            {
+                _writeCore.SetResult(0);
+                return;
+            }
+
+            while (true)
+            {
+                var seen = Volatile.Read(ref _writeEvents);
+                var sent = Send(_writeBuffer.Span, out var error);
+                if (sent == _writeBuffer.Length)
+                {
+                    _writeBuffer = default;
+                    _writeCore.SetResult(0);
+                    return;
+                }
+
+                if (sent < 0 && error != SocketError.WouldBlock)
+                {
+                    _writeBuffer = default;
+                    _writeCore.SetException(new SocketException((int)error));
+                    return;
+                }
+
+                _writeBuffer = _writeBuffer[Math.Max(sent, 0)..];
+                if (PublishWrite(WaitingToSend, seen))
+                {
+                    return;
+                }
+            }
+        }
+        catch (Exception ex)
+        {
+            _writeBuffer = default;
+            _writeCore.SetException(ex);
+        }
+    }
+
+    /// <summary>Until the loop reports the socket writable after <paramref name="seen"/> (or at once if it already has).</summary>
+    private ValueTask WaitWritableAsync(int seen, CancellationToken cancellationToken)
+    {
+        _writeCore.Reset();
+        _writeCancellation = cancellationToken.UnsafeRegister(static state => ((EpollSocket)state!).CancelWrite(), this);
+        if (PublishWrite(WaitingToConnect, seen))
+        {
+            if (cancellationToken.IsCancellationRequested)
+            {
+                CancelWrite();
+            }
+
+            return new ValueTask(this, _writeCore.Version);
+        }
+
+        _writeCancellation.Dispose();
+        _writeCancellation = default;
+        return ValueTask.CompletedTask;
+    }
+
+    private void CancelRead()
+    {
+        if (Interlocked.CompareExchange(ref _readWaiting, NotWaiting, WaitingForPeek) == WaitingForPeek)
+        {
+            _readCore.SetException(new OperationCanceledException());
+        }
+    }
+
+    private void CancelWrite()
+    {
+        if (Interlocked.CompareExchange(ref _writeWaiting, NotWaiting, WaitingToConnect) == WaitingToConnect)
+        {
+            _writeCore.SetException(new OperationCanceledException());
+        }
+    }
+
+    /// <summary>One recv: the count, or -1 with the error; marks the socket drained as of <paramref name="seen"/> when it is.</summary>
+    private unsafe int Receive(Span<byte> buffer, int flags, int seen, out SocketError error)
+    {
+        var added = false;
+        try
+        {
+            _handle.DangerousAddRef(ref added);
+            nint received;
+            fixed (byte* bytes = buffer)
+            {
+                do
+                {
+                    received = LibC.Recv(_fd, bytes, (nuint)buffer.Length, flags);
+                }
+                while (received < 0 && Marshal.GetLastPInvokeError() == LibC.EIntr);
+            }
+
+            if (received >= 0)
+            {
+                // Short: nothing more was there, unless the peer's close came with the same event as the data (the
+                // kernel reports it once, so a wait for another event could last forever). The end of the stream is
+                // never "drained": every later read sees it too.
+                if (received > 0 && received < buffer.Length && !_readEnded)
+                {
+                    _readDrainedAt = seen;
+                }
+
+                error = SocketError.Success;
+                return (int)received;
+            }
+
+            var errno = Marshal.GetLastPInvokeError();
+            if (errno == LibC.EAgain)
+            {
+                if (!_readEnded)
+                {
+                    _readDrainedAt = seen;
+                }
+
+                error = SocketError.WouldBlock;
+            }
+            else
+            {
+                error = LibC.ToSocketError(errno);
+            }
+
+            return -1;
+        }
+        finally
+        {
+            if (added)
+            {
+                _handle.DangerousRelease();
+            }
+        }
+    }
+
+    /// <summary>Looks at one byte without taking it: 1 (data), 0 (the end), -1 with the error.</summary>
+    private unsafe int Peek(int seen, out SocketError error)
+    {
+        byte probe;
+        return Receive(new Span<byte>(&probe, 1), LibC.MsgPeek, seen, out error);
+    }
+
+    /// <summary>One send: the count taken (possibly short), or -1 with the error (WouldBlock: no room now).</summary>
+    private unsafe int Send(ReadOnlySpan<byte> buffer, out SocketError error)
+    {
+        var added = false;
+        try
+        {
+            _handle.DangerousAddRef(ref added);
+            nint sent;
+            fixed (byte* bytes = buffer)
+            {
+                do
+                {
+                    sent = LibC.Send(_fd, bytes, (nuint)buffer.Length, LibC.MsgNosignal);
+                }
+                while (sent < 0 && Marshal.GetLastPInvokeError() == LibC.EIntr);
+            }
+
+            if (sent >= 0)
+            {
+                error = SocketError.Success;
+                return (int)sent;
+            }
+
+            var errno = Marshal.GetLastPInvokeError();
+            error = errno == LibC.EAgain ? SocketError.WouldBlock : LibC.ToSocketError(errno);
+            return -1;
+        }
+        finally
+        {
+            if (added)
+            {
+                _handle.DangerousRelease();
+            }
+        }
+    }
+
+    /// <summary>connect(2), as its outcome: InProgress while under way, IsConnected once done.</summary>
+    private unsafe SocketError StartConnect(SocketAddress address)
+    {
+        var added = false;
+        try
+        {
+            _handle.DangerousAddRef(ref added);
+            int result;
+            fixed (byte* bytes = address.Buffer.Span)
+            {
+                result = LibC.Connect(_fd, bytes, (uint)address.Size);
+            }
+
+            return result == 0 ? SocketError.Success : LibC.ToSocketError(Marshal.GetLastPInvokeError());
+        }
+        finally
+        {
+            if (added)
+            {
+                _handle.DangerousRelease();
+            }
+        }
+    }
+}
