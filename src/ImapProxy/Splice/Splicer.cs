@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Net.Sockets;
 using ImapProxy.Backends;
+using ImapProxy.Connections.Transport.Epoll;
 using ImapProxy.Protocol.Responses;
 using ImapProxy.Telemetry;
 
@@ -34,9 +35,22 @@ internal static class Splicer
     /// Splices <paramref name="client"/> (the client socket's stream, or the TLS stream over it) with the backend.
     /// <paramref name="clientSocket"/> is the socket under it, which a stop shuts down. <paramref name="fromClient"/>
     /// holds what the client sent behind its login and the pre-auth reader had already read; it goes to the backend
-    /// first.
+    /// first. Two plaintext streams of the epoll engine are spliced by <see cref="EpollSplice"/>'s event handlers, any
+    /// others by two copy loops.
     /// </summary>
-    public static async Task<SpliceResult> RunAsync(Stream client, Socket clientSocket, ReadOnlyMemory<byte> fromClient, BackendConnection backend, ImapProxyMetrics metrics, SpliceControl control)
+    public static ValueTask<SpliceResult> RunAsync(Stream client, Socket clientSocket, ReadOnlyMemory<byte> fromClient, BackendConnection backend, ImapProxyMetrics metrics, SpliceControl control)
+    {
+        if (!EpollSplice.CanSplice(client, backend.Stream))
+        {
+            return new ValueTask<SpliceResult>(RunStreamsAsync(client, clientSocket, fromClient, backend, metrics, control));
+        }
+
+        control.Attach(clientSocket, backend);
+        var fromBackend = TakeHandoverBytes(backend);
+        return EpollSplice.RunAsync((EpollStream)client, (EpollStream)backend.Stream, fromClient, fromBackend, metrics, control);
+    }
+
+    private static async Task<SpliceResult> RunStreamsAsync(Stream client, Socket clientSocket, ReadOnlyMemory<byte> fromClient, BackendConnection backend, ImapProxyMetrics metrics, SpliceControl control)
     {
         var state = new State();
         control.Attach(clientSocket, backend);
@@ -126,9 +140,6 @@ internal static class Splicer
                 return Finished(state, control, ended);
             }
 
-            // The hand-over's reader is done: letting go of it frees its buffer segments (the stream stays open).
-            backend.ReleaseInput();
-
             var stream = backend.Stream;
             var lastReadFilled = false;
             while (true)
@@ -212,13 +223,7 @@ internal static class Splicer
     /// </summary>
     private static async ValueTask<SpliceOutcome?> ForwardHandoverBytesAsync(BackendConnection backend, Stream client, State state, ImapProxyMetrics metrics, SpliceControl control)
     {
-        if (!backend.Input!.TryRead(out var leftover))
-        {
-            return null;
-        }
-
-        var bytes = leftover.Buffer.ToArray();
-        backend.Input.AdvanceTo(leftover.Buffer.End);
+        var bytes = TakeHandoverBytes(backend);
         if (bytes.Length == 0)
         {
             return null;
@@ -227,6 +232,23 @@ internal static class Splicer
         state.Boundary.Advance(bytes);
         state.Delivered(metrics, bytes.Length);
         return await WriteToClientAsync(client, bytes, control);
+    }
+
+    /// <summary>
+    /// What the hand-over's reader holds past the backend's login OK; the reader is let go of (its segments would
+    /// otherwise stay for the session's life; the stream stays open).
+    /// </summary>
+    private static byte[] TakeHandoverBytes(BackendConnection backend)
+    {
+        var bytes = Array.Empty<byte>();
+        if (backend.Input!.TryRead(out var leftover))
+        {
+            bytes = leftover.Buffer.ToArray();
+            backend.Input.AdvanceTo(leftover.Buffer.End);
+        }
+
+        backend.ReleaseInput();
+        return bytes;
     }
 
     /// <summary>The downstream loop's end: recorded, and the upstream loop stopped.</summary>

@@ -3,12 +3,15 @@ using System.Net.Security;
 using System.Net.Sockets;
 using System.Text;
 using ImapProxy.Backends;
+using ImapProxy.Configuration;
 using ImapProxy.Connections.Transport;
+using ImapProxy.Connections.Transport.Epoll;
 using ImapProxy.Splice;
 using ImapProxy.Telemetry;
 using ImapProxy.Testing.Certificates;
 using ImapProxy.Testing.Sockets;
 using ImapProxy.Testing.Telemetry;
+using Microsoft.Extensions.Logging.Abstractions;
 using Xunit;
 
 namespace ImapProxy.Tests.Splice;
@@ -16,12 +19,15 @@ namespace ImapProxy.Tests.Splice;
 /// <summary>
 /// The splice between a client connection and a backend connection, both real loopback sockets: how each kind of
 /// end is reported, and that nothing is left running or waiting. Every case runs with a plaintext client and with a
-/// TLS client (a real TLS session over the client socket, spliced on its stream).
+/// TLS client (a real TLS session over the client socket, spliced on its stream), on either socket engine: with
+/// the epoll engine a plaintext session is spliced by <see cref="EpollSplice"/>'s event handlers, a TLS one by the
+/// copy loops over the engine's streams.
 /// </summary>
 public sealed class SplicerTests : IAsyncDisposable
 {
     private static readonly TimeSpan s_limit = TimeSpan.FromSeconds(30);
 
+    private readonly EpollEngine _epoll = new(1, inlineContinuations: true, NullLogger.Instance);
     private readonly TestMeterFactory _meters = new();
     private readonly SpliceControl _control = new();
     private readonly string _directory = Path.Combine(Path.GetTempPath(), "splicer-tests-" + Guid.NewGuid().ToString("N"));
@@ -31,6 +37,15 @@ public sealed class SplicerTests : IAsyncDisposable
     private BackendConnection? _backend;
     private SslStream? _serverTls;
     private SslStream? _clientTls; // the client's end of the TLS session, when the case runs with TLS
+    private Stream? _clientStream; // the proxy's stream towards the client
+
+    public static TheoryData<SocketEngineKind, bool> Modes => new()
+    {
+        { SocketEngineKind.DotNet, false },
+        { SocketEngineKind.DotNet, true },
+        { SocketEngineKind.Epoll, false },
+        { SocketEngineKind.Epoll, true },
+    };
 
     public async ValueTask DisposeAsync()
     {
@@ -51,7 +66,9 @@ public sealed class SplicerTests : IAsyncDisposable
         }
 
         _client?.Dispose();
+        _clientStream?.Dispose(); // off the engine before its socket is closed
         _clientSide?.Dispose();
+        _epoll.Dispose();
         _meters.Dispose();
         if (System.IO.Directory.Exists(_directory))
         {
@@ -60,11 +77,10 @@ public sealed class SplicerTests : IAsyncDisposable
     }
 
     [Theory]
-    [InlineData(false)]
-    [InlineData(true)]
-    public async Task BytesFlowBothWays_AndTheClientsCloseEndsIt(bool tls)
+    [MemberData(nameof(Modes))]
+    public async Task BytesFlowBothWays_AndTheClientsCloseEndsIt(SocketEngineKind engine, bool tls)
     {
-        var splice = await StartAsync(tls);
+        var splice = await StartAsync(engine, tls);
 
         await SendFromClientAsync("a1 NOOP\r\n");
         Assert.Equal("a1 NOOP\r\n", await ReceiveAtPeerAsync(9));
@@ -84,11 +100,10 @@ public sealed class SplicerTests : IAsyncDisposable
     }
 
     [Theory]
-    [InlineData(false)]
-    [InlineData(true)]
-    public async Task BackendClose_EndsItWithoutTheClientDoingAnything(bool tls)
+    [MemberData(nameof(Modes))]
+    public async Task BackendClose_EndsItWithoutTheClientDoingAnything(SocketEngineKind engine, bool tls)
     {
-        var splice = await StartAsync(tls);
+        var splice = await StartAsync(engine, tls);
 
         await _peer!.SendAsync("* BYE Logging out\r\n"u8.ToArray());
         _peer.Shutdown(SocketShutdown.Send);
@@ -100,11 +115,10 @@ public sealed class SplicerTests : IAsyncDisposable
     }
 
     [Theory]
-    [InlineData(false)]
-    [InlineData(true)]
-    public async Task Kick_EndsAnIdleSessionAsCancelledAtAResponseBoundary(bool tls)
+    [MemberData(nameof(Modes))]
+    public async Task Kick_EndsAnIdleSessionAsCancelledAtAResponseBoundary(SocketEngineKind engine, bool tls)
     {
-        var splice = await StartAsync(tls);
+        var splice = await StartAsync(engine, tls);
         await SendFromClientAsync("a2 IDLE\r\n");
         Assert.Equal("a2 IDLE\r\n", await ReceiveAtPeerAsync(9));
         await _peer!.SendAsync("+ idling\r\n"u8.ToArray());
@@ -119,11 +133,10 @@ public sealed class SplicerTests : IAsyncDisposable
     }
 
     [Theory]
-    [InlineData(false)]
-    [InlineData(true)]
-    public async Task Kick_EndsASpliceStuckOnAClientThatDoesNotRead(bool tls)
+    [MemberData(nameof(Modes))]
+    public async Task Kick_EndsASpliceStuckOnAClientThatDoesNotRead(SocketEngineKind engine, bool tls)
     {
-        var splice = await StartAsync(tls, smallClientWindow: true);
+        var splice = await StartAsync(engine, tls, smallClientWindow: true);
         var literal = new byte[1024 * 1024];
         var sending = _peer!.SendAsync(literal); // far more than the client window: the splice's write blocks
 
@@ -149,11 +162,10 @@ public sealed class SplicerTests : IAsyncDisposable
     }
 
     [Theory]
-    [InlineData(false)]
-    [InlineData(true)]
-    public async Task BytesReadDuringTheHandoverReachTheClientFirst(bool tls)
+    [MemberData(nameof(Modes))]
+    public async Task BytesReadDuringTheHandoverReachTheClientFirst(SocketEngineKind engine, bool tls)
     {
-        var splice = await StartAsync(tls, leftover: "* 3 EXISTS\r\n"u8.ToArray());
+        var splice = await StartAsync(engine, tls, leftover: "* 3 EXISTS\r\n"u8.ToArray());
 
         Assert.Equal("* 3 EXISTS\r\n", await ReadClientAsync(12));
         await CloseClientAsync();
@@ -162,12 +174,11 @@ public sealed class SplicerTests : IAsyncDisposable
     }
 
     [Theory]
-    [InlineData(false)]
-    [InlineData(true)]
-    public async Task StopRequestedBeforeTheSpliceStarts_EndsItAtOnce_AndTheHandoverReaderIsLetGo(bool tls)
+    [MemberData(nameof(Modes))]
+    public async Task StopRequestedBeforeTheSpliceStarts_EndsItAtOnce_AndTheHandoverReaderIsLetGo(SocketEngineKind engine, bool tls)
     {
         _control.RequestStop(); // a kick that raced the login: no read is pending when the cancel is made
-        var splice = await StartAsync(tls, leftover: "* 3 EXISTS\r\n"u8.ToArray());
+        var splice = await StartAsync(engine, tls, leftover: "* 3 EXISTS\r\n"u8.ToArray());
 
         var result = await splice.WaitAsync(s_limit);
 
@@ -176,11 +187,10 @@ public sealed class SplicerTests : IAsyncDisposable
     }
 
     [Theory]
-    [InlineData(false)]
-    [InlineData(true)]
-    public async Task WhatTheClientPipelinedBehindItsLoginReachesTheBackendFirst(bool tls)
+    [MemberData(nameof(Modes))]
+    public async Task WhatTheClientPipelinedBehindItsLoginReachesTheBackendFirst(SocketEngineKind engine, bool tls)
     {
-        var splice = await StartAsync(tls, pipelined: "b SELECT INBOX\r\n"u8.ToArray());
+        var splice = await StartAsync(engine, tls, pipelined: "b SELECT INBOX\r\n"u8.ToArray());
 
         await SendFromClientAsync("c NOOP\r\n");
         Assert.Equal("b SELECT INBOX\r\nc NOOP\r\n", await ReceiveAtPeerAsync(24));
@@ -191,11 +201,10 @@ public sealed class SplicerTests : IAsyncDisposable
     }
 
     [Theory]
-    [InlineData(false)]
-    [InlineData(true)]
-    public async Task LargeTransfersBothWaysArriveIntact(bool tls)
+    [MemberData(nameof(Modes))]
+    public async Task LargeTransfersBothWaysArriveIntact(SocketEngineKind engine, bool tls)
     {
-        var splice = await StartAsync(tls);
+        var splice = await StartAsync(engine, tls);
         var upload = new byte[300 * 1024];
         var download = new byte[700 * 1024];
         Random.Shared.NextBytes(upload);
@@ -222,10 +231,10 @@ public sealed class SplicerTests : IAsyncDisposable
         Assert.Equal(download.Length, result.BytesFromBackend);
     }
 
-    private async Task<Task<SpliceResult>> StartAsync(bool tls, byte[]? leftover = null, byte[]? pipelined = null, bool smallClientWindow = false)
+    private async Task<Task<SpliceResult>> StartAsync(SocketEngineKind engine, bool tls, byte[]? leftover = null, byte[]? pipelined = null, bool smallClientWindow = false)
     {
         (var socket, _peer) = await LoopbackSockets.ConnectPairAsync();
-        var stream = new SocketStream(socket);
+        var stream = Attach(engine, socket);
         var input = PipeReader.Create(stream, new StreamPipeReaderOptions(leaveOpen: true));
         if (leftover is not null)
         {
@@ -251,15 +260,16 @@ public sealed class SplicerTests : IAsyncDisposable
         }
 
         var metrics = new ImapProxyMetrics(_meters);
-        var clientStream = new SocketStream(_clientSide);
+        _clientStream = Attach(engine, _clientSide);
         if (!tls)
         {
-            return Splicer.RunAsync(clientStream, _clientSide, pipelined ?? ReadOnlyMemory<byte>.Empty, _backend, metrics, _control);
+            Assert.Equal(engine == SocketEngineKind.Epoll, EpollSplice.CanSplice(_clientStream, stream));
+            return Splicer.RunAsync(_clientStream, _clientSide, pipelined ?? ReadOnlyMemory<byte>.Empty, _backend, metrics, _control).AsTask();
         }
 
         // Both ends of a real TLS session over the client connection, as the proxy's session layers it.
         var certificate = TestCertificates.CreateSelfSigned(_directory);
-        _serverTls = new SslStream(clientStream, leaveInnerStreamOpen: true);
+        _serverTls = new SslStream(_clientStream, leaveInnerStreamOpen: true);
         _clientTls = new SslStream(
             new NetworkStream(_client, ownsSocket: false),
             leaveInnerStreamOpen: true,
@@ -267,8 +277,12 @@ public sealed class SplicerTests : IAsyncDisposable
         await Task.WhenAll(
             _serverTls.AuthenticateAsServerAsync(new SslServerAuthenticationOptions { ServerCertificate = certificate.Certificate }),
             _clientTls.AuthenticateAsClientAsync("localhost")).WaitAsync(s_limit);
-        return Splicer.RunAsync(_serverTls, _clientSide, pipelined ?? ReadOnlyMemory<byte>.Empty, _backend, metrics, _control);
+        return Splicer.RunAsync(_serverTls, _clientSide, pipelined ?? ReadOnlyMemory<byte>.Empty, _backend, metrics, _control).AsTask();
     }
+
+    /// <summary>The proxy's stream over one of its sockets; both of a session share one epoll thread, as in the proxy.</summary>
+    private Stream Attach(SocketEngineKind engine, Socket socket) =>
+        engine == SocketEngineKind.Epoll ? new EpollStream(new EpollSocket(socket, _epoll.Loops[0])) : new SocketStream(socket);
 
     private async Task SendFromClientAsync(string text)
     {

@@ -1,0 +1,360 @@
+using System.Buffers;
+using System.Net.Sockets;
+using System.Threading.Tasks.Sources;
+using ImapProxy.Connections.Transport.Epoll;
+using ImapProxy.Protocol.Responses;
+using ImapProxy.Telemetry;
+
+namespace ImapProxy.Splice;
+
+/// <summary>
+/// The splice of a plaintext client and a plaintext backend that both live on one epoll engine thread: event
+/// handlers on that thread instead of two copy loops. A readiness event reads what is there into the thread's shared
+/// buffer and sends it on at once; only bytes the far side could not take yet are copied into a rented buffer, and
+/// that direction reads nothing more until they are gone (back-pressure). An idle session holds no buffer, no task
+/// and no pending operation: two registrations and this object.
+/// </summary>
+/// <remarks>
+/// Everything here runs on the loop thread, so the two directions never run at once. Ends are reported exactly as
+/// the stream splice reports them (<see cref="Splicer"/>): a stop requested by a kick or the shutdown shuts the
+/// sockets down (<see cref="SpliceControl"/>) and the next event sees the end; a write to the client that is still
+/// under way counts as one for <see cref="SpliceControl.TryBeginClientWrite"/>, so a kick also ends a client that
+/// does not read.
+/// </remarks>
+internal sealed class EpollSplice : IReadinessListener, IValueTaskSource<SpliceResult>
+{
+    private readonly EpollSocket _client;
+    private readonly EpollSocket _backend;
+    private readonly ImapProxyMetrics _metrics;
+    private readonly SpliceControl _control;
+    private readonly ResponseBoundaryTracker _boundary = new();
+    private ManualResetValueTaskSourceCore<SpliceResult> _completion;
+    private Unsent _toBackend;
+    private Unsent _toClient;
+    private long _fromClient;
+    private long _fromBackend;
+    private bool _finished;
+
+    private EpollSplice(EpollSocket client, EpollSocket backend, ImapProxyMetrics metrics, SpliceControl control)
+    {
+        _client = client;
+        _backend = backend;
+        _metrics = metrics;
+        _control = control;
+        _completion.RunContinuationsAsynchronously = !client.Loop.InlineContinuations;
+    }
+
+    /// <summary>Whether the two streams can be spliced here: both plaintext on the epoll engine, on one thread.</summary>
+    public static bool CanSplice(Stream client, Stream backend) =>
+        client is EpollStream c && backend is EpollStream b && c.Socket.Loop == b.Socket.Loop;
+
+    /// <summary>
+    /// Starts the splice on the sockets' thread. <paramref name="fromClient"/> (what the client pipelined behind its
+    /// login) goes to the backend first, <paramref name="fromBackend"/> (what the backend sent behind its login OK)
+    /// to the client first.
+    /// </summary>
+    public static ValueTask<SpliceResult> RunAsync(EpollStream client, EpollStream backend, ReadOnlyMemory<byte> fromClient, ReadOnlyMemory<byte> fromBackend, ImapProxyMetrics metrics, SpliceControl control)
+    {
+        var splice = new EpollSplice(client.Socket, backend.Socket, metrics, control);
+        var result = new ValueTask<SpliceResult>(splice, splice._completion.Version);
+        splice._client.Loop.Execute(static state => ((Start)state!).Run(), new Start(splice, fromClient, fromBackend));
+        return result;
+    }
+
+    void IReadinessListener.OnReady(EpollSocket socket, bool readable, bool writable)
+    {
+        try
+        {
+            OnReady(socket, readable, writable);
+        }
+        catch (ObjectDisposedException) when (!_finished)
+        {
+            // A socket closed under the session (nothing in the proxy does that while a splice runs).
+            Finish(socket == _client ? SpliceOutcome.ClientError : SpliceOutcome.BackendError);
+        }
+    }
+
+    SpliceResult IValueTaskSource<SpliceResult>.GetResult(short token) => _completion.GetResult(token);
+
+    ValueTaskSourceStatus IValueTaskSource<SpliceResult>.GetStatus(short token) => _completion.GetStatus(token);
+
+    void IValueTaskSource<SpliceResult>.OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags) =>
+        _completion.OnCompleted(continuation, state, token, flags);
+
+    private void OnReady(EpollSocket socket, bool readable, bool writable)
+    {
+        if (socket == _client)
+        {
+            if (writable && _toClient.Buffer is not null)
+            {
+                FlushToClient();
+            }
+
+            if (readable)
+            {
+                PumpFromClient();
+            }
+        }
+        else
+        {
+            if (writable && _toBackend.Buffer is not null)
+            {
+                FlushToBackend();
+            }
+
+            if (readable)
+            {
+                PumpFromBackend();
+            }
+        }
+    }
+
+    private void Begin(ReadOnlyMemory<byte> fromClient, ReadOnlyMemory<byte> fromBackend)
+    {
+        try
+        {
+            BeginCore(fromClient, fromBackend);
+        }
+        catch (ObjectDisposedException) when (!_finished)
+        {
+            Finish(SpliceOutcome.ClientError);
+        }
+    }
+
+    private void BeginCore(ReadOnlyMemory<byte> fromClient, ReadOnlyMemory<byte> fromBackend)
+    {
+        _client.SetListener(this);
+        _backend.SetListener(this);
+        if (fromClient.Length > 0 && !ForwardToBackend(fromClient.Span))
+        {
+            return;
+        }
+
+        if (fromBackend.Length > 0 && !DeliverToClient(fromBackend.Span))
+        {
+            return;
+        }
+
+        // Whatever arrived before the listeners were set is still in the sockets.
+        PumpFromClient();
+        PumpFromBackend();
+    }
+
+    /// <summary>Client to backend, until the client has nothing more or the backend takes no more.</summary>
+    private void PumpFromClient()
+    {
+        var buffer = _client.Loop.SharedBuffer;
+        while (!_finished && _toBackend.Buffer is null)
+        {
+            var read = _client.TryReceive(buffer, out var error);
+            if (read < 0)
+            {
+                if (error != SocketError.WouldBlock)
+                {
+                    Finish(SpliceOutcome.ClientError);
+                }
+
+                return;
+            }
+
+            if (read == 0 || _control.StopRequested)
+            {
+                Finish(SpliceOutcome.ClientClosed);
+                return;
+            }
+
+            if (!ForwardToBackend(buffer.AsSpan(0, read)))
+            {
+                return;
+            }
+        }
+    }
+
+    /// <summary>Backend to client, until the backend has nothing more or the client takes no more.</summary>
+    private void PumpFromBackend()
+    {
+        var buffer = _backend.Loop.SharedBuffer;
+        while (!_finished && _toClient.Buffer is null)
+        {
+            var read = _backend.TryReceive(buffer, out var error);
+            if (read < 0)
+            {
+                if (error != SocketError.WouldBlock)
+                {
+                    Finish(SpliceOutcome.BackendError);
+                }
+
+                return;
+            }
+
+            if (read == 0)
+            {
+                Finish(SpliceOutcome.BackendClosed);
+                return;
+            }
+
+            if (!DeliverToClient(buffer.AsSpan(0, read)))
+            {
+                return;
+            }
+        }
+    }
+
+    /// <summary>Sends to the backend what the client sent; false if that ended the splice.</summary>
+    private bool ForwardToBackend(ReadOnlySpan<byte> bytes)
+    {
+        var sent = _backend.TrySend(bytes, out _);
+        if (sent < 0)
+        {
+            Finish(SpliceOutcome.BackendError);
+            return false;
+        }
+
+        if (sent < bytes.Length)
+        {
+            _toBackend = Unsent.Keep(bytes[sent..]);
+        }
+
+        _fromClient += bytes.Length;
+        _metrics.ClientToBackend(bytes.Length);
+        return true;
+    }
+
+    /// <summary>Sends to the client what the backend sent; false if that ended the splice.</summary>
+    private bool DeliverToClient(ReadOnlySpan<byte> bytes)
+    {
+        _boundary.Advance(bytes);
+        _fromBackend += bytes.Length;
+        _metrics.BackendToClient(bytes.Length);
+        if (!_control.TryBeginClientWrite())
+        {
+            Finish(SpliceOutcome.Cancelled);
+            return false;
+        }
+
+        var sent = _client.TrySend(bytes, out _);
+        if (sent < 0)
+        {
+            _control.EndClientWrite();
+            Finish(SpliceOutcome.ClientError);
+            return false;
+        }
+
+        if (sent < bytes.Length)
+        {
+            // The write stays under way (for a kick) until the rest is gone.
+            _toClient = Unsent.Keep(bytes[sent..]);
+            return true;
+        }
+
+        _control.EndClientWrite();
+        return true;
+    }
+
+    private void FlushToBackend()
+    {
+        var sent = _backend.TrySend(_toBackend.Remaining, out _);
+        if (sent < 0)
+        {
+            Finish(SpliceOutcome.BackendError);
+            return;
+        }
+
+        if (_toBackend.Advance(sent))
+        {
+            PumpFromClient(); // it was not read while the backend took nothing
+        }
+    }
+
+    private void FlushToClient()
+    {
+        var sent = _client.TrySend(_toClient.Remaining, out _);
+        if (sent < 0)
+        {
+            _control.EndClientWrite();
+            Finish(SpliceOutcome.ClientError);
+            return;
+        }
+
+        if (_toClient.Advance(sent))
+        {
+            _control.EndClientWrite();
+            PumpFromBackend();
+        }
+    }
+
+    /// <summary>
+    /// The end, once: both sockets are shut down (as the stream splice does) and handed back to operations, unsent
+    /// bytes dropped, and the result given to the session. Nothing may touch this splice's sockets afterwards: the
+    /// session may dispose them inside <see cref="ManualResetValueTaskSourceCore{TResult}.SetResult"/>.
+    /// </summary>
+    private void Finish(SpliceOutcome outcome)
+    {
+        if (_finished)
+        {
+            return;
+        }
+
+        _finished = true;
+        if (_toClient.Buffer is not null)
+        {
+            _control.EndClientWrite();
+        }
+
+        _toClient.Release();
+        _toBackend.Release();
+        _control.Stop();
+        _client.SetListener(null);
+        _backend.SetListener(null);
+
+        // A requested stop wins over however the sockets reported it (a shutdown looks like a close).
+        var reported = _control.StopRequested ? SpliceOutcome.Cancelled : outcome;
+        _completion.SetResult(new SpliceResult(reported, _fromClient, _fromBackend, _boundary.AtLineStart, _boundary.SawBye));
+    }
+
+    /// <summary>The work item that begins the splice on the loop thread.</summary>
+    private sealed class Start(EpollSplice splice, ReadOnlyMemory<byte> fromClient, ReadOnlyMemory<byte> fromBackend)
+    {
+        public void Run() => splice.Begin(fromClient, fromBackend);
+    }
+
+    /// <summary>Bytes one side did not take yet, in a rented buffer (none while both sides keep up).</summary>
+    private struct Unsent
+    {
+        public byte[]? Buffer;
+        private int _offset;
+        private int _count;
+
+        public readonly ReadOnlySpan<byte> Remaining => Buffer.AsSpan(_offset, _count);
+
+        public static Unsent Keep(ReadOnlySpan<byte> bytes)
+        {
+            var buffer = ArrayPool<byte>.Shared.Rent(bytes.Length);
+            bytes.CopyTo(buffer);
+            return new Unsent { Buffer = buffer, _count = bytes.Length };
+        }
+
+        /// <summary>After <paramref name="sent"/> more bytes went out: true once all are gone (the buffer is returned).</summary>
+        public bool Advance(int sent)
+        {
+            _offset += sent;
+            _count -= sent;
+            if (_count > 0)
+            {
+                return false;
+            }
+
+            Release();
+            return true;
+        }
+
+        public void Release()
+        {
+            if (Buffer is not null)
+            {
+                ArrayPool<byte>.Shared.Return(Buffer);
+                this = default;
+            }
+        }
+    }
+}
