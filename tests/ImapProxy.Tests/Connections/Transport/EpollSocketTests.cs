@@ -61,6 +61,45 @@ public sealed class EpollSocketTests : IDisposable
     }
 
     [Fact]
+    public async Task AZeroByteRead_WokenForBytesAReadTookAlready_GoesOnWaiting()
+    {
+        // The loop has collected an arrival's event, and before it handles it a read on another thread takes the
+        // bytes and posts a zero-byte read: that read is woken for nothing and must not complete (its caller would
+        // then take a buffer and hold it in a read for as long as the session idles). Forced here: the loop is held
+        // while both a blocker's and the socket's events are queued, then held again inside the blocker's handler.
+        var loop = _engine.Loops[0];
+        var (blockerPeer, blockerAccepted) = await LoopbackSockets.ConnectPairAsync();
+        var (peer, accepted) = await LoopbackSockets.ConnectPairAsync();
+        var (markerPeer, markerAccepted) = await LoopbackSockets.ConnectPairAsync();
+        _owned.AddRange([blockerPeer, peer, markerPeer]);
+        var blocker = Own(new EpollSocket(blockerAccepted, loop), blockerAccepted);
+        var socket = Own(new EpollSocket(accepted, loop), accepted);
+        var marker = Own(new EpollSocket(markerAccepted, loop), markerAccepted);
+        using var inHandler = new ManualResetEventSlim();
+        var blocking = new BlockingListener(inHandler);
+        await Task.Run(() => loop.Execute(_ => blocker.SetListener(blocking), null));
+        var markerRead = marker.ReceiveAsync(new byte[1]).AsTask();
+
+        using var gate = new ManualResetEventSlim();
+        await HoldAsync(loop, gate);
+        await blockerPeer.SendAsync("b"u8.ToArray());
+        await peer.SendAsync("abc"u8.ToArray());
+        await WaitForAvailableAsync(accepted, 3);
+        gate.Set(); // one epoll_wait collects both: the blocker's handler runs first and holds the loop
+        await blocking.Entered.WaitAsync(s_limit);
+
+        Assert.Equal(3, await socket.ReceiveAsync(new byte[16]).AsTask().WaitAsync(s_limit));
+        var waiting = socket.ReceiveAsync(Memory<byte>.Empty).AsTask();
+        inHandler.Set(); // the socket's collected event is handled now, for bytes that are gone
+        await markerPeer.SendAsync("m"u8.ToArray());
+        Assert.Equal(1, await markerRead.WaitAsync(s_limit));
+
+        Assert.False(waiting.IsCompleted, "a zero-byte read woken for nothing completed");
+        await peer.SendAsync("d"u8.ToArray());
+        Assert.Equal(0, await waiting.WaitAsync(s_limit));
+    }
+
+    [Fact]
     public async Task AReadOnADrainedSocket_WaitsForTheNextArrival()
     {
         var (socket, peer) = await PairAsync();
@@ -335,6 +374,31 @@ public sealed class EpollSocketTests : IDisposable
         Assert.Equal(1, table.Count);
     }
 
+    /// <summary>Blocks the loop's thread until <paramref name="gate"/> opens; returns once it is blocked.</summary>
+    private static async Task HoldAsync(EpollLoop loop, ManualResetEventSlim gate)
+    {
+        var held = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        // Posted from a pool thread: on the loop's own thread Execute would run it at once, blocking this test.
+        await Task.Run(() => loop.Execute(_ =>
+        {
+            held.SetResult();
+            gate.Wait(s_limit);
+        }, null));
+        await held.Task.WaitAsync(s_limit);
+    }
+
+    private static async Task WaitForAvailableAsync(Socket socket, int count)
+    {
+        var deadline = DateTime.UtcNow + s_limit;
+        while (socket.Available < count)
+        {
+            // Loopback delivers within the send nearly always; bounded.
+            Assert.True(DateTime.UtcNow < deadline, "the bytes never arrived");
+            await Task.Yield();
+        }
+    }
+
     private static Socket Listen()
     {
         var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
@@ -399,6 +463,22 @@ public sealed class EpollSocketTests : IDisposable
     private sealed class Disposer(Action dispose) : IDisposable
     {
         public void Dispose() => dispose();
+    }
+
+    /// <summary>Holds the loop inside its first readiness event until the gate opens.</summary>
+    private sealed class BlockingListener(ManualResetEventSlim gate) : IReadinessListener
+    {
+        private readonly TaskCompletionSource _entered = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public Task Entered => _entered.Task;
+
+        public void OnReady(EpollSocket socket, bool readable, bool writable)
+        {
+            if (readable && _entered.TrySetResult())
+            {
+                gate.Wait(s_limit);
+            }
+        }
     }
 
     private sealed class Handler : IEpollHandler

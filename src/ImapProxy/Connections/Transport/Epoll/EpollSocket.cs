@@ -134,8 +134,9 @@ internal sealed class EpollSocket : IEpollHandler, IValueTaskSource<int>, IValue
     }
 
     /// <summary>
-    /// Receives into <paramref name="buffer"/>: the count, 0 at the end of the stream. An empty buffer waits until
-    /// the socket may be readable (it returns at once if it may already be). Failures are <see cref="SocketException"/>s.
+    /// Receives into <paramref name="buffer"/>: the count, 0 at the end of the stream. An empty buffer waits, taking
+    /// nothing, until there is something to read (bytes, the end, or an error the next read reports): callers then
+    /// take a buffer, and none is held while a connection idles. Failures are <see cref="SocketException"/>s.
     /// </summary>
     public ValueTask<int> ReceiveAsync(Memory<byte> buffer)
     {
@@ -147,18 +148,26 @@ internal sealed class EpollSocket : IEpollHandler, IValueTaskSource<int>, IValue
             {
                 if (buffer.IsEmpty)
                 {
-                    return new ValueTask<int>(0);
+                    // Looked at, not assumed: a caller woken for nothing would take a buffer and hold it in a read
+                    // for as long as the session idles (an event counted after the bytes it announced were read
+                    // leaves the socket looking readable).
+                    if (Peek(seen, out var peekError) >= 0 || peekError != SocketError.WouldBlock)
+                    {
+                        return new ValueTask<int>(0); // data, the end, or an error the next read reports
+                    }
                 }
-
-                var received = Receive(buffer.Span, 0, seen, out var error);
-                if (received >= 0)
+                else
                 {
-                    return new ValueTask<int>(received);
-                }
+                    var received = Receive(buffer.Span, 0, seen, out var error);
+                    if (received >= 0)
+                    {
+                        return new ValueTask<int>(received);
+                    }
 
-                if (error != SocketError.WouldBlock)
-                {
-                    return ValueTask.FromException<int>(new SocketException((int)error));
+                    if (error != SocketError.WouldBlock)
+                    {
+                        return ValueTask.FromException<int>(new SocketException((int)error));
+                    }
                 }
             }
 
@@ -472,22 +481,22 @@ internal sealed class EpollSocket : IEpollHandler, IValueTaskSource<int>, IValue
         {
             while (true)
             {
-                if (waiting == WaitingToReceive && _readBuffer.IsEmpty)
-                {
-                    _readCore.SetResult(0); // a zero-byte read: the socket may be readable now
-                    return;
-                }
-
+                // A zero-byte read is a peek too: the event may announce bytes an earlier read took already.
+                var peek = waiting == WaitingForPeek || _readBuffer.IsEmpty;
                 var seen = Volatile.Read(ref _readEvents);
-                var result = waiting == WaitingForPeek
-                    ? Peek(seen, out var error)
-                    : Receive(_readBuffer.Span, 0, seen, out error);
+                var result = peek ? Peek(seen, out var error) : Receive(_readBuffer.Span, 0, seen, out error);
                 if (result >= 0 || error != SocketError.WouldBlock)
                 {
                     _readBuffer = default;
-                    if (result >= 0 || waiting == WaitingForPeek)
+                    if (peek)
                     {
-                        _readCore.SetResult(Math.Max(result, 0)); // a peek that failed: the connection is gone
+                        // The watch: 1 for data, 0 for the end or a failure (the connection is gone). A zero-byte
+                        // read: 0 in every case (the next read reports an error).
+                        _readCore.SetResult(waiting == WaitingForPeek ? Math.Max(result, 0) : 0);
+                    }
+                    else if (result >= 0)
+                    {
+                        _readCore.SetResult(result);
                     }
                     else
                     {
