@@ -101,6 +101,7 @@ internal sealed class EpollSocket : IEpollHandler, IValueTaskSource<int>, IValue
         {
             connecting = new EpollSocket(socket, loop, register: false);
             var address = endpoint.Serialize(); // the platform's sockaddr layout
+            var seen = 0; // no event is counted before the registration
             var error = connecting.StartConnect(address);
 
             // Registered only once the connect is under way: a socket that is not connecting yet reports itself hung
@@ -108,14 +109,12 @@ internal sealed class EpollSocket : IEpollHandler, IValueTaskSource<int>, IValue
             connecting.Register();
             while (error is SocketError.InProgress or SocketError.AlreadyInProgress)
             {
+                await connecting.WaitWritableAsync(seen, cancellationToken);
+
                 // The count is read before each look, so a completion in between is not missed; connect(2) again
                 // says EALREADY while under way, EISCONN once connected, or why it failed.
-                var seen = Volatile.Read(ref connecting._writeEvents);
+                seen = Volatile.Read(ref connecting._writeEvents);
                 error = connecting.StartConnect(address);
-                if (error is SocketError.InProgress or SocketError.AlreadyInProgress)
-                {
-                    await connecting.WaitWritableAsync(seen, cancellationToken);
-                }
             }
 
             if (error is not (SocketError.Success or SocketError.IsConnected))
