@@ -44,6 +44,7 @@ internal sealed class ClientSession
     private PipeWriter? _output;
     private Stream _clientStream; // the client stream: the socket's, or _tls over it
     private SslStream? _tls; // implicit TLS or after STARTTLS
+    private Stream _clientTransport; // the stream under _tls (the socket's, or a PROXY header's read-ahead before it)
     private bool _tlsUnfinished; // a TLS handshake began and has not succeeded: no plaintext may be written any more
     private string _user = "-"; // as logged (escaped)
     private string _directoryUser = "";
@@ -60,6 +61,7 @@ internal sealed class ClientSession
         _client = connection.RemoteEndPoint as IPEndPoint ?? new IPEndPoint(IPAddress.None, 0);
         _local = connection.LocalEndPoint as IPEndPoint ?? new IPEndPoint(IPAddress.None, 0);
         _clientStream = _connection.Stream;
+        _clientTransport = _connection.Stream;
         _metrics = services.Metrics;
     }
 
@@ -97,7 +99,7 @@ internal sealed class ClientSession
                 {
                     // The client stream is spliced directly; the dialogue's pipes are let go of.
                     var pipelined = ReleasePreAuthPipes();
-                    splice = await Splicer.RunAsync(_clientStream, _connection.Socket, pipelined, backend, _metrics, live.Control);
+                    splice = await Splicer.RunAsync(_clientStream, _clientTransport, _connection.Socket, pipelined, backend, _metrics, live.Control);
                 }
                 finally
                 {
@@ -389,6 +391,7 @@ internal sealed class ClientSession
         _services.TlsBuffers.Apply(tls);
         _tls = tls;
         _clientStream = tls;
+        _clientTransport = transport;
         _input = PipeReader.Create(tls, s_tlsReaderOptions);
         _output = PipeWriter.Create(tls, s_tlsWriterOptions);
         return true;

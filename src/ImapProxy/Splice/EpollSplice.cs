@@ -4,27 +4,34 @@ using System.Threading.Tasks.Sources;
 using ImapProxy.Connections.Transport.Epoll;
 using ImapProxy.Protocol.Responses;
 using ImapProxy.Telemetry;
+using ImapProxy.Tls;
 
 namespace ImapProxy.Splice;
 
 /// <summary>
-/// The splice of a plaintext client and a plaintext backend that both live on one epoll engine thread: event
-/// handlers on that thread instead of two copy loops. A readiness event reads what is there into the thread's shared
-/// buffer and sends it on at once; only bytes the far side could not take yet are copied into a rented buffer, and
-/// that direction reads nothing more until they are gone (back-pressure). An idle session holds no buffer, no task
-/// and no pending operation: two registrations and this object.
+/// The splice of a client and a plaintext backend whose sockets both live on one epoll engine thread: event handlers
+/// on that thread instead of two copy loops. A readiness event reads what is there into the thread's shared buffer
+/// and sends it on at once; only bytes the far side could not take yet are copied into a rented buffer, and that
+/// direction reads nothing more until they are gone (back-pressure). An idle session holds no buffer, no task and no
+/// pending operation: two registrations and this object.
 /// </summary>
 /// <remarks>
+/// A TLS client is spliced the same way, through its connection's record layer (<see cref="TlsRecordLayer"/>):
+/// ciphertext read from the client is fed to OpenSSL and decrypted on the spot, plaintext from the backend encrypted
+/// into records that go out at once, and the connection's buffers are given back whenever it falls idle.
+/// <para>
 /// Everything here runs on the loop thread, so the two directions never run at once. Ends are reported exactly as
 /// the stream splice reports them (<see cref="Splicer"/>): a stop requested by a kick or the shutdown shuts the
 /// sockets down (<see cref="SpliceControl"/>) and the next event sees the end; a write to the client that is still
 /// under way counts as one for <see cref="SpliceControl.TryBeginClientWrite"/>, so a kick also ends a client that
 /// does not read.
+/// </para>
 /// </remarks>
 internal sealed class EpollSplice : IReadinessListener, IValueTaskSource<SpliceResult>
 {
     private readonly EpollSocket _client;
     private readonly EpollSocket _backend;
+    private readonly TlsRecordLayer? _tls;
     private readonly ImapProxyMetrics _metrics;
     private readonly SpliceControl _control;
     private readonly ResponseBoundaryTracker _boundary = new();
@@ -34,28 +41,32 @@ internal sealed class EpollSplice : IReadinessListener, IValueTaskSource<SpliceR
     private long _fromClient;
     private long _fromBackend;
     private bool _finished;
+    private bool _tlsBuffersGrew; // more than TlsRecordLayer.TrimAbove went through at once since the last trim
 
-    private EpollSplice(EpollSocket client, EpollSocket backend, ImapProxyMetrics metrics, SpliceControl control)
+    private EpollSplice(EpollSocket client, EpollSocket backend, TlsRecordLayer? tls, ImapProxyMetrics metrics, SpliceControl control)
     {
         _client = client;
         _backend = backend;
+        _tls = tls;
+        _tlsBuffersGrew = tls is not null; // the handshake's flights are in the BIOs' buffers
         _metrics = metrics;
         _control = control;
         _completion.RunContinuationsAsynchronously = !client.Loop.InlineContinuations;
     }
 
-    /// <summary>Whether the two streams can be spliced here: both plaintext on the epoll engine, on one thread.</summary>
-    public static bool CanSplice(Stream client, Stream backend) =>
-        client is EpollStream c && backend is EpollStream b && c.Socket.Loop == b.Socket.Loop;
+    /// <summary>Whether the client's transport and the backend can be spliced here: both on the epoll engine, on one thread.</summary>
+    public static bool CanSplice(Stream clientTransport, Stream backend) =>
+        clientTransport is EpollStream c && backend is EpollStream b && c.Socket.Loop == b.Socket.Loop;
 
     /// <summary>
-    /// Starts the splice on the sockets' thread. <paramref name="fromClient"/> (what the client pipelined behind its
-    /// login) goes to the backend first, <paramref name="fromBackend"/> (what the backend sent behind its login OK)
-    /// to the client first.
+    /// Starts the splice on the sockets' thread. <paramref name="tls"/>, when given, is the client connection's record
+    /// layer (the splice releases it at the end). <paramref name="fromClient"/> (what the client pipelined behind its
+    /// login, in plaintext) goes to the backend first, <paramref name="fromBackend"/> (what the backend sent behind
+    /// its login OK) to the client first.
     /// </summary>
-    public static ValueTask<SpliceResult> RunAsync(EpollStream client, EpollStream backend, ReadOnlyMemory<byte> fromClient, ReadOnlyMemory<byte> fromBackend, ImapProxyMetrics metrics, SpliceControl control)
+    public static ValueTask<SpliceResult> RunAsync(EpollStream client, EpollStream backend, TlsRecordLayer? tls, ReadOnlyMemory<byte> fromClient, ReadOnlyMemory<byte> fromBackend, ImapProxyMetrics metrics, SpliceControl control)
     {
-        var splice = new EpollSplice(client.Socket, backend.Socket, metrics, control);
+        var splice = new EpollSplice(client.Socket, backend.Socket, tls, metrics, control);
         var result = new ValueTask<SpliceResult>(splice, splice._completion.Version);
         splice._client.Loop.Execute(static state => ((Start)state!).Run(), new Start(splice, fromClient, fromBackend));
         return result;
@@ -66,6 +77,7 @@ internal sealed class EpollSplice : IReadinessListener, IValueTaskSource<SpliceR
         try
         {
             OnReady(socket, readable, writable);
+            TrimTls();
         }
         catch (ObjectDisposedException) when (!_finished)
         {
@@ -113,31 +125,27 @@ internal sealed class EpollSplice : IReadinessListener, IValueTaskSource<SpliceR
     {
         try
         {
-            BeginCore(fromClient, fromBackend);
+            _client.SetListener(this);
+            _backend.SetListener(this);
+            if (fromClient.Length > 0 && !ForwardToBackend(fromClient.Span))
+            {
+                return;
+            }
+
+            if (fromBackend.Length > 0 && !DeliverToClient(fromBackend.Span))
+            {
+                return;
+            }
+
+            // Whatever arrived before the listeners were set is still in the sockets.
+            PumpFromClient();
+            PumpFromBackend();
+            TrimTls();
         }
         catch (ObjectDisposedException) when (!_finished)
         {
             Finish(SpliceOutcome.ClientError);
         }
-    }
-
-    private void BeginCore(ReadOnlyMemory<byte> fromClient, ReadOnlyMemory<byte> fromBackend)
-    {
-        _client.SetListener(this);
-        _backend.SetListener(this);
-        if (fromClient.Length > 0 && !ForwardToBackend(fromClient.Span))
-        {
-            return;
-        }
-
-        if (fromBackend.Length > 0 && !DeliverToClient(fromBackend.Span))
-        {
-            return;
-        }
-
-        // Whatever arrived before the listeners were set is still in the sockets.
-        PumpFromClient();
-        PumpFromBackend();
     }
 
     /// <summary>Client to backend, until the client has nothing more or the backend takes no more.</summary>
@@ -163,11 +171,72 @@ internal sealed class EpollSplice : IReadinessListener, IValueTaskSource<SpliceR
                 return;
             }
 
-            if (!ForwardToBackend(buffer.AsSpan(0, read)))
+            if (_tls is null)
             {
-                return;
+                if (!ForwardToBackend(buffer.AsSpan(0, read)))
+                {
+                    return;
+                }
+            }
+            else
+            {
+                _tlsBuffersGrew |= read > TlsRecordLayer.TrimAbove;
+                if (!_tls.Feed(buffer.AsSpan(0, read)))
+                {
+                    Finish(SpliceOutcome.ClientError);
+                    return;
+                }
+
+                if (!DecryptToBackend())
+                {
+                    return;
+                }
             }
         }
+    }
+
+    /// <summary>
+    /// TLS: what the client's ciphertext decrypts to, to the backend, until it needs more ciphertext or the backend
+    /// takes no more; then whatever reading made OpenSSL say (a key update, an alert) to the client. False if that
+    /// ended the splice.
+    /// </summary>
+    private bool DecryptToBackend()
+    {
+        var buffer = _client.Loop.SharedBuffer;
+        while (!_finished && _toBackend.Buffer is null)
+        {
+            var read = _tls!.Read(buffer, out var status);
+            if (read > 0)
+            {
+                if (!ForwardToBackend(buffer.AsSpan(0, read)))
+                {
+                    return false;
+                }
+
+                continue;
+            }
+
+            if (status != TlsReadStatus.WantRead)
+            {
+                Finish(status == TlsReadStatus.Closed ? SpliceOutcome.ClientClosed : SpliceOutcome.ClientError);
+                return false;
+            }
+
+            break;
+        }
+
+        if (_finished || _toClient.Buffer is not null || _tls!.PendingOutput == 0)
+        {
+            return !_finished;
+        }
+
+        if (!_control.TryBeginClientWrite())
+        {
+            Finish(SpliceOutcome.Cancelled);
+            return false;
+        }
+
+        return SendTlsOutput();
     }
 
     /// <summary>Backend to client, until the backend has nothing more or the client takes no more.</summary>
@@ -220,7 +289,7 @@ internal sealed class EpollSplice : IReadinessListener, IValueTaskSource<SpliceR
         return true;
     }
 
-    /// <summary>Sends to the client what the backend sent; false if that ended the splice.</summary>
+    /// <summary>Sends to the client what the backend sent (encrypted first, for TLS); false if that ended the splice.</summary>
     private bool DeliverToClient(ReadOnlySpan<byte> bytes)
     {
         _boundary.Advance(bytes);
@@ -230,6 +299,19 @@ internal sealed class EpollSplice : IReadinessListener, IValueTaskSource<SpliceR
         {
             Finish(SpliceOutcome.Cancelled);
             return false;
+        }
+
+        if (_tls is not null)
+        {
+            _tlsBuffersGrew |= bytes.Length > TlsRecordLayer.TrimAbove;
+            if (!_tls.Write(bytes))
+            {
+                _control.EndClientWrite();
+                Finish(SpliceOutcome.ClientError);
+                return false;
+            }
+
+            return SendTlsOutput();
         }
 
         var sent = _client.TrySend(bytes, out _);
@@ -251,6 +333,39 @@ internal sealed class EpollSplice : IReadinessListener, IValueTaskSource<SpliceR
         return true;
     }
 
+    /// <summary>
+    /// TLS, within a client write: the records waiting in OpenSSL go to the client through the shared buffer, until
+    /// none is left (the write ends) or the client takes no more (the rest is kept; the write stays under way).
+    /// False if that ended the splice.
+    /// </summary>
+    private bool SendTlsOutput()
+    {
+        var buffer = _client.Loop.SharedBuffer;
+        while (true)
+        {
+            var taken = _tls!.TakeOutput(buffer);
+            if (taken == 0)
+            {
+                _control.EndClientWrite();
+                return true;
+            }
+
+            var sent = _client.TrySend(buffer.AsSpan(0, taken), out _);
+            if (sent < 0)
+            {
+                _control.EndClientWrite();
+                Finish(SpliceOutcome.ClientError);
+                return false;
+            }
+
+            if (sent < taken)
+            {
+                _toClient = Unsent.Keep(buffer.AsSpan(sent, taken - sent));
+                return true;
+            }
+        }
+    }
+
     private void FlushToBackend()
     {
         var sent = _backend.TrySend(_toBackend.Remaining, out _);
@@ -260,10 +375,18 @@ internal sealed class EpollSplice : IReadinessListener, IValueTaskSource<SpliceR
             return;
         }
 
-        if (_toBackend.Advance(sent))
+        if (!_toBackend.Advance(sent))
         {
-            PumpFromClient(); // it was not read while the backend took nothing
+            return;
         }
+
+        // Nothing was read or decrypted while the backend took nothing.
+        if (_tls is not null && !DecryptToBackend())
+        {
+            return;
+        }
+
+        PumpFromClient();
     }
 
     private void FlushToClient()
@@ -276,17 +399,38 @@ internal sealed class EpollSplice : IReadinessListener, IValueTaskSource<SpliceR
             return;
         }
 
-        if (_toClient.Advance(sent))
+        if (!_toClient.Advance(sent))
+        {
+            return;
+        }
+
+        if (_tls is null)
         {
             _control.EndClientWrite();
-            PumpFromBackend();
+        }
+        else if (!SendTlsOutput() || _toClient.Buffer is not null)
+        {
+            return; // ended, or the client is full again
+        }
+
+        PumpFromBackend();
+    }
+
+    /// <summary>TLS: once the session is idle again, OpenSSL's grown buffers go back (see <see cref="TlsRecordLayer.Trim"/>).</summary>
+    private void TrimTls()
+    {
+        if (_tlsBuffersGrew && !_finished && _toClient.Buffer is null && _toBackend.Buffer is null)
+        {
+            _tlsBuffersGrew = false;
+            _tls!.Trim();
         }
     }
 
     /// <summary>
     /// The end, once: both sockets are shut down (as the stream splice does) and handed back to operations, unsent
-    /// bytes dropped, and the result given to the session. Nothing may touch this splice's sockets afterwards: the
-    /// session may dispose them inside <see cref="ManualResetValueTaskSourceCore{TResult}.SetResult"/>.
+    /// bytes dropped, the TLS record layer given back to its stream, and the result given to the session. Nothing
+    /// may touch this splice's sockets afterwards: the session may dispose them inside
+    /// <see cref="ManualResetValueTaskSourceCore{TResult}.SetResult"/>.
     /// </summary>
     private void Finish(SpliceOutcome outcome)
     {
@@ -296,6 +440,9 @@ internal sealed class EpollSplice : IReadinessListener, IValueTaskSource<SpliceR
         }
 
         _finished = true;
+
+        // Records that never left: the client's TLS stream is cut, and no BYE may follow on it.
+        var cut = _tls is not null && (_toClient.Buffer is not null || _tls.PendingOutput > 0);
         if (_toClient.Buffer is not null)
         {
             _control.EndClientWrite();
@@ -303,13 +450,14 @@ internal sealed class EpollSplice : IReadinessListener, IValueTaskSource<SpliceR
 
         _toClient.Release();
         _toBackend.Release();
+        _tls?.Release();
         _control.Stop();
         _client.SetListener(null);
         _backend.SetListener(null);
 
         // A requested stop wins over however the sockets reported it (a shutdown looks like a close).
         var reported = _control.StopRequested ? SpliceOutcome.Cancelled : outcome;
-        _completion.SetResult(new SpliceResult(reported, _fromClient, _fromBackend, _boundary.AtLineStart, _boundary.SawBye));
+        _completion.SetResult(new SpliceResult(reported, _fromClient, _fromBackend, _boundary.AtLineStart && !cut, _boundary.SawBye));
     }
 
     /// <summary>The work item that begins the splice on the loop thread.</summary>

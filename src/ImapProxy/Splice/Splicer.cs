@@ -1,9 +1,12 @@
 using System.Buffers;
+using System.Net.Security;
 using System.Net.Sockets;
 using ImapProxy.Backends;
+using ImapProxy.Connections.Transport;
 using ImapProxy.Connections.Transport.Epoll;
 using ImapProxy.Protocol.Responses;
 using ImapProxy.Telemetry;
+using ImapProxy.Tls;
 
 namespace ImapProxy.Splice;
 
@@ -33,21 +36,30 @@ internal static class Splicer
 
     /// <summary>
     /// Splices <paramref name="client"/> (the client socket's stream, or the TLS stream over it) with the backend.
-    /// <paramref name="clientSocket"/> is the socket under it, which a stop shuts down. <paramref name="fromClient"/>
-    /// holds what the client sent behind its login and the pre-auth reader had already read; it goes to the backend
-    /// first. Two plaintext streams of the epoll engine are spliced by <see cref="EpollSplice"/>'s event handlers, any
-    /// others by two copy loops.
+    /// <paramref name="clientTransport"/> is the stream under the TLS stream (the same as <paramref name="client"/>
+    /// without TLS), <paramref name="clientSocket"/> the socket under it, which a stop shuts down.
+    /// <paramref name="fromClient"/> holds what the client sent behind its login and the pre-auth reader had already
+    /// read; it goes to the backend first. A client and a plaintext backend on one thread of the epoll engine are
+    /// spliced by <see cref="EpollSplice"/>'s event handlers (TLS clients through their record layer, when the TLS
+    /// stream can hand it over), any others by two copy loops.
     /// </summary>
-    public static ValueTask<SpliceResult> RunAsync(Stream client, Socket clientSocket, ReadOnlyMemory<byte> fromClient, BackendConnection backend, ImapProxyMetrics metrics, SpliceControl control)
+    public static ValueTask<SpliceResult> RunAsync(Stream client, Stream clientTransport, Socket clientSocket, ReadOnlyMemory<byte> fromClient, BackendConnection backend, ImapProxyMetrics metrics, SpliceControl control)
     {
-        if (!EpollSplice.CanSplice(client, backend.Stream))
+        if (clientTransport is PrefixedStream { IsDrained: true } prefixed)
+        {
+            clientTransport = prefixed.Inner; // what a PROXY header's reader read ahead is long consumed by the handshake
+        }
+
+        TlsRecordLayer? tls = null;
+        if (!EpollSplice.CanSplice(clientTransport, backend.Stream)
+            || (client is SslStream ssl && (tls = TlsRecordLayer.TryTakeOver(ssl, out _)) is null))
         {
             return new ValueTask<SpliceResult>(RunStreamsAsync(client, clientSocket, fromClient, backend, metrics, control));
         }
 
         control.Attach(clientSocket, backend);
         var fromBackend = TakeHandoverBytes(backend);
-        return EpollSplice.RunAsync((EpollStream)client, (EpollStream)backend.Stream, fromClient, fromBackend, metrics, control);
+        return EpollSplice.RunAsync((EpollStream)clientTransport, (EpollStream)backend.Stream, tls, fromClient, fromBackend, metrics, control);
     }
 
     private static async Task<SpliceResult> RunStreamsAsync(Stream client, Socket clientSocket, ReadOnlyMemory<byte> fromClient, BackendConnection backend, ImapProxyMetrics metrics, SpliceControl control)

@@ -11,6 +11,7 @@ using ImapProxy.Telemetry;
 using ImapProxy.Testing.Certificates;
 using ImapProxy.Testing.Sockets;
 using ImapProxy.Testing.Telemetry;
+using ImapProxy.Tls;
 using Microsoft.Extensions.Logging.Abstractions;
 using Xunit;
 
@@ -19,9 +20,9 @@ namespace ImapProxy.Tests.Splice;
 /// <summary>
 /// The splice between a client connection and a backend connection, both real loopback sockets: how each kind of
 /// end is reported, and that nothing is left running or waiting. Every case runs with a plaintext client and with a
-/// TLS client (a real TLS session over the client socket, spliced on its stream), on either socket engine: with
-/// the epoll engine a plaintext session is spliced by <see cref="EpollSplice"/>'s event handlers, a TLS one by the
-/// copy loops over the engine's streams.
+/// TLS client (a real TLS session over the client socket), on either socket engine: with the epoll engine both are
+/// spliced by <see cref="EpollSplice"/>'s event handlers (TLS through the connection's record layer), with .NET's
+/// sockets by the copy loops (TLS on the TLS stream).
 /// </summary>
 public sealed class SplicerTests : IAsyncDisposable
 {
@@ -264,7 +265,7 @@ public sealed class SplicerTests : IAsyncDisposable
         if (!tls)
         {
             Assert.Equal(engine == SocketEngineKind.Epoll, EpollSplice.CanSplice(_clientStream, stream));
-            return Splicer.RunAsync(_clientStream, _clientSide, pipelined ?? ReadOnlyMemory<byte>.Empty, _backend, metrics, _control).AsTask();
+            return Splicer.RunAsync(_clientStream, _clientStream, _clientSide, pipelined ?? ReadOnlyMemory<byte>.Empty, _backend, metrics, _control).AsTask();
         }
 
         // Both ends of a real TLS session over the client connection, as the proxy's session layers it.
@@ -277,7 +278,14 @@ public sealed class SplicerTests : IAsyncDisposable
         await Task.WhenAll(
             _serverTls.AuthenticateAsServerAsync(new SslServerAuthenticationOptions { ServerCertificate = certificate.Certificate }),
             _clientTls.AuthenticateAsClientAsync("localhost")).WaitAsync(s_limit);
-        return Splicer.RunAsync(_serverTls, _clientSide, pipelined ?? ReadOnlyMemory<byte>.Empty, _backend, metrics, _control).AsTask();
+        if (engine == SocketEngineKind.Epoll)
+        {
+            // The TLS session is spliced through its record layer: nothing may stop the takeover.
+            Assert.Null(OpenSslNative.UnavailableReason);
+            Assert.Equal(0, TlsRecordLayer.BufferedBytes(_serverTls));
+        }
+
+        return Splicer.RunAsync(_serverTls, _clientStream, _clientSide, pipelined ?? ReadOnlyMemory<byte>.Empty, _backend, metrics, _control).AsTask();
     }
 
     /// <summary>The proxy's stream over one of its sockets; both of a session share one epoll thread, as in the proxy.</summary>

@@ -9,6 +9,12 @@ internal sealed class PrefixedStream(byte[] prefix, Stream inner) : Stream
 {
     private int _offset;
 
+    /// <summary>The stream after the prefix.</summary>
+    public Stream Inner => inner;
+
+    /// <summary>Whether every byte of the prefix has been read: from now on this stream is <see cref="Inner"/>.</summary>
+    public bool IsDrained => _offset == prefix.Length;
+
     public override bool CanRead => true;
 
     public override bool CanWrite => true;

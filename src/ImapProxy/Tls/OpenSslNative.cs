@@ -1,0 +1,183 @@
+using System.Net.Security;
+using System.Reflection;
+using System.Runtime.InteropServices;
+using System.Security.Cryptography;
+
+namespace ImapProxy.Tls;
+
+/// <summary>
+/// The OpenSSL functions the proxy calls on the runtime's own TLS connections, from the libssl and libcrypto the
+/// runtime loaded, and the way to a <see cref="SslStream"/>'s <c>SSL*</c>.
+/// </summary>
+/// <remarks>
+/// .NET has no public way to reach the <c>SSL*</c>. The handle is read from the stream's private
+/// <c>_securityContext</c> and only used when its type is exactly the runtime's <c>SafeSslHandle</c>. The libraries
+/// are the ones already mapped in the process, named after <see cref="SafeEvpPKeyHandle.OpenSslVersion"/>. The
+/// native side is looked up the first time a live handle is seen, when the runtime has certainly loaded them. If
+/// anything does not match (another platform, a runtime whose internals changed), <see cref="UnavailableReason"/>
+/// says why and callers keep the runtime's own behaviour.
+/// </remarks>
+internal static unsafe class OpenSslNative
+{
+    public const int SslErrorNone = 0;
+    public const int SslErrorSsl = 1;
+    public const int SslErrorWantRead = 2;
+    public const int SslErrorWantWrite = 3;
+    public const int SslErrorSyscall = 5;
+    public const int SslErrorZeroReturn = 6;
+
+    public const int BioTypeMem = 0x0401;      // BIO_TYPE_MEM
+    public const int BioCtrlPending = 10;      // BIO_CTRL_PENDING
+    public const int BioSetBufMem = 114;       // BIO_C_SET_BUF_MEM (BIO_set_mem_buf)
+    public const int BioGetBufMemPtr = 115;    // BIO_C_GET_BUF_MEM_PTR (BIO_get_mem_ptr)
+    public const int BioClose = 1;             // BIO_CLOSE: the BIO frees the BUF_MEM it is given
+
+    private const string SafeSslHandleType = "Microsoft.Win32.SafeHandles.SafeSslHandle";
+
+    private static readonly FieldInfo? s_securityContext = OperatingSystem.IsLinux()
+        ? typeof(SslStream).GetField("_securityContext", BindingFlags.Instance | BindingFlags.NonPublic)
+        : null;
+
+    /// <summary>
+    /// Why OpenSSL cannot be reached in this process, or null when it can. Meaningful once a TLS handshake has
+    /// happened (the native part is only looked up then).
+    /// </summary>
+    public static string? UnavailableReason => !OperatingSystem.IsLinux()
+        ? "not Linux"
+        : s_securityContext is null || !typeof(SafeHandle).IsAssignableFrom(s_securityContext.FieldType)
+            ? "SslStream has no _securityContext handle in this runtime"
+            : Functions.UnavailableReason;
+
+    /// <summary>The stream's <c>SSL*</c> handle (not referenced: the caller adds a reference while it uses it), or null.</summary>
+    public static SafeHandle? GetSslHandle(SslStream stream) =>
+        OperatingSystem.IsLinux() && s_securityContext?.GetValue(stream) is SafeHandle handle
+            && handle.GetType().FullName == SafeSslHandleType && Functions.UnavailableReason is null
+            ? handle
+            : null;
+
+    public static long SslCtrl(nint ssl, int command, long argument) => (long)Functions.SslCtrl(ssl, command, (nint)argument, 0);
+
+    public static int SslRead(nint ssl, byte* buffer, int count) => Functions.SslRead(ssl, buffer, count);
+
+    public static int SslWrite(nint ssl, byte* buffer, int count) => Functions.SslWrite(ssl, buffer, count);
+
+    public static int SslGetError(nint ssl, int result) => Functions.SslGetError(ssl, result);
+
+    public static nint SslGetReadBio(nint ssl) => Functions.SslGetRbio(ssl);
+
+    public static nint SslGetWriteBio(nint ssl) => Functions.SslGetWbio(ssl);
+
+    public static int BioWrite(nint bio, byte* data, int count) => Functions.BioWrite(bio, data, count);
+
+    public static int BioRead(nint bio, byte* data, int count) => Functions.BioRead(bio, data, count);
+
+    public static long BioCtrl(nint bio, int command, long argument, void* pointer) => (long)Functions.BioCtrl(bio, command, (nint)argument, pointer);
+
+    public static int BioMethodType(nint bio) => Functions.BioMethodType(bio);
+
+    public static nint BufMemNew() => Functions.BufMemNew();
+
+    public static void ErrClearError() => Functions.ErrClearError();
+
+    private static string? LibraryName(string stem, long version) => (version >> 28) switch
+    {
+        >= 3 => $"{stem}.so.{version >> 28}",
+        1 when ((version >> 20) & 0xff) == 1 => $"{stem}.so.1.1",
+        _ => null,
+    };
+
+    private static bool IsMapped(string soname)
+    {
+        foreach (var line in File.ReadLines("/proc/self/maps"))
+        {
+            if (line.EndsWith("/" + soname, StringComparison.Ordinal) || line.Contains("/" + soname + ".", StringComparison.Ordinal))
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
+    /// <summary>The exports, resolved once (C <c>long</c> is pointer-sized on Linux).</summary>
+    private static class Functions
+    {
+        static Functions()
+        {
+            try
+            {
+                if (!OperatingSystem.IsLinux())
+                {
+                    throw new PlatformNotSupportedException("not Linux");
+                }
+
+                var version = SafeEvpPKeyHandle.OpenSslVersion;
+                var ssl = Load(LibraryName("libssl", version), version);
+                var crypto = Load(LibraryName("libcrypto", version), version);
+                SslCtrl = (delegate* unmanaged<nint, int, nint, nint, nint>)Export(ssl, "SSL_ctrl");
+                SslRead = (delegate* unmanaged<nint, byte*, int, int>)Export(ssl, "SSL_read");
+                SslWrite = (delegate* unmanaged<nint, byte*, int, int>)Export(ssl, "SSL_write");
+                SslGetError = (delegate* unmanaged<nint, int, int>)Export(ssl, "SSL_get_error");
+                SslGetRbio = (delegate* unmanaged<nint, nint>)Export(ssl, "SSL_get_rbio");
+                SslGetWbio = (delegate* unmanaged<nint, nint>)Export(ssl, "SSL_get_wbio");
+                BioWrite = (delegate* unmanaged<nint, byte*, int, int>)Export(crypto, "BIO_write");
+                BioRead = (delegate* unmanaged<nint, byte*, int, int>)Export(crypto, "BIO_read");
+                BioCtrl = (delegate* unmanaged<nint, int, nint, void*, nint>)Export(crypto, "BIO_ctrl");
+                BioMethodType = (delegate* unmanaged<nint, int>)Export(crypto, "BIO_method_type");
+                BufMemNew = (delegate* unmanaged<nint>)Export(crypto, "BUF_MEM_new");
+                ErrClearError = (delegate* unmanaged<void>)Export(crypto, "ERR_clear_error");
+                UnavailableReason = null;
+            }
+#pragma warning disable CA1031 // A type initializer that throws would fail every TLS connection; callers fall back instead.
+            catch (Exception ex)
+#pragma warning restore CA1031
+            {
+                UnavailableReason = ex.Message;
+            }
+        }
+
+        public static string? UnavailableReason { get; } = "not initialised";
+
+        public static delegate* unmanaged<nint, int, nint, nint, nint> SslCtrl { get; }
+
+        public static delegate* unmanaged<nint, byte*, int, int> SslRead { get; }
+
+        public static delegate* unmanaged<nint, byte*, int, int> SslWrite { get; }
+
+        public static delegate* unmanaged<nint, int, int> SslGetError { get; }
+
+        public static delegate* unmanaged<nint, nint> SslGetRbio { get; }
+
+        public static delegate* unmanaged<nint, nint> SslGetWbio { get; }
+
+        public static delegate* unmanaged<nint, byte*, int, int> BioWrite { get; }
+
+        public static delegate* unmanaged<nint, byte*, int, int> BioRead { get; }
+
+        public static delegate* unmanaged<nint, int, nint, void*, nint> BioCtrl { get; }
+
+        public static delegate* unmanaged<nint, int> BioMethodType { get; }
+
+        public static delegate* unmanaged<nint> BufMemNew { get; }
+
+        public static delegate* unmanaged<void> ErrClearError { get; }
+
+        private static nint Load(string? soname, long version)
+        {
+            if (soname is null)
+            {
+                throw new InvalidOperationException($"unknown OpenSSL version 0x{version:x}");
+            }
+
+            if (!IsMapped(soname))
+            {
+                throw new InvalidOperationException($"{soname} is not the OpenSSL the runtime loaded");
+            }
+
+            return NativeLibrary.Load(soname);
+        }
+
+        private static nint Export(nint library, string name) =>
+            NativeLibrary.TryGetExport(library, name, out var export) ? export : throw new InvalidOperationException($"{name} not found");
+    }
+}

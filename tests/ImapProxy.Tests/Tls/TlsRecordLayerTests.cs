@@ -1,0 +1,198 @@
+using System.Net.Security;
+using System.Net.Sockets;
+using System.Security.Cryptography;
+using ImapProxy.Testing.Certificates;
+using ImapProxy.Testing.Sockets;
+using ImapProxy.Tls;
+using Xunit;
+
+namespace ImapProxy.Tests.Tls;
+
+/// <summary>
+/// A TLS connection's record layer taken over from the runtime's SslStream, on real loopback connections: the server
+/// side's ciphertext is moved by hand between its socket and the layer, the client is a plain SslStream.
+/// </summary>
+public sealed class TlsRecordLayerTests : IDisposable
+{
+    private static readonly TimeSpan s_limit = TimeSpan.FromSeconds(30);
+
+    private readonly string _directory = System.IO.Directory.CreateTempSubdirectory("tls-record-layer-").FullName;
+
+    public void Dispose() => System.IO.Directory.Delete(_directory, recursive: true);
+
+    [Fact]
+    public async Task TheLayerCarriesBothWays_GivesItsBuffersBack_AndTheStreamWritesOnAfterwards()
+    {
+        await using var pair = await Pair.ConnectAsync(TestCertificates.CreateSelfSigned(_directory));
+        var layer = TlsRecordLayer.TryTakeOver(pair.Server, out var reason);
+        Assert.True(layer is not null, reason);
+        try
+        {
+            // Client to server: ciphertext from the socket, fed in, decrypted.
+            var upload = RandomNumberGenerator.GetBytes(100_000);
+            var writing = pair.Client.WriteAsync(upload).AsTask();
+            var received = await ReceivePlaintextAsync(pair, layer, upload.Length);
+            await writing.WaitAsync(s_limit);
+            Assert.Equal(upload, received);
+
+            // Server to client: encrypted in, taken out, sent.
+            var download = RandomNumberGenerator.GetBytes(70_001);
+            Assert.True(layer.Write(download));
+            var reading = ReadExactlyAsync(pair.Client, download.Length);
+            await SendOutputAsync(pair, layer);
+            Assert.Equal(download, await reading.WaitAsync(s_limit));
+
+            // Both buffers grew past the limit and are empty now: trimmed back.
+            var (readGrown, writeGrown) = layer.BufferCapacities;
+            Assert.True(readGrown > TlsRecordLayer.TrimAbove && writeGrown > TlsRecordLayer.TrimAbove, $"{readGrown} {writeGrown}");
+            layer.Trim();
+            var (read, write) = layer.BufferCapacities;
+            Assert.True(read <= TlsRecordLayer.TrimAbove && write <= TlsRecordLayer.TrimAbove, $"{read} {write}");
+
+            // Trimmed buffers grow again as needed.
+            await pair.Client.WriteAsync("a1 NOOP\r\n"u8.ToArray());
+            Assert.Equal("a1 NOOP\r\n"u8.ToArray(), await ReceivePlaintextAsync(pair, layer, 9));
+        }
+        finally
+        {
+            layer.Release();
+        }
+
+        // The runtime's stream goes on over the same connection (a BYE after a kick).
+        await pair.Server.WriteAsync("* BYE\r\n"u8.ToArray());
+        Assert.Equal("* BYE\r\n"u8.ToArray(), await ReadExactlyAsync(pair.Client, 7).WaitAsync(s_limit));
+    }
+
+    [Fact]
+    public async Task ThePeersCloseNotify_IsClosed()
+    {
+        await using var pair = await Pair.ConnectAsync(TestCertificates.CreateSelfSigned(_directory));
+        var layer = TlsRecordLayer.TryTakeOver(pair.Server, out _)!;
+        try
+        {
+            await pair.Client.ShutdownAsync();
+            var buffer = new byte[16 * 1024];
+            var status = TlsReadStatus.WantRead;
+            while (status == TlsReadStatus.WantRead)
+            {
+                var n = await pair.ServerSocket.ReceiveAsync(buffer.AsMemory()).AsTask().WaitAsync(s_limit);
+                Assert.NotEqual(0, n);
+                Assert.True(layer.Feed(buffer.AsSpan(0, n)));
+                Assert.Equal(0, layer.Read(buffer, out status));
+            }
+
+            Assert.Equal(TlsReadStatus.Closed, status);
+        }
+        finally
+        {
+            layer.Release();
+        }
+    }
+
+    [Fact]
+    public async Task GarbageInsteadOfARecord_Fails()
+    {
+        await using var pair = await Pair.ConnectAsync(TestCertificates.CreateSelfSigned(_directory));
+        var layer = TlsRecordLayer.TryTakeOver(pair.Server, out _)!;
+        try
+        {
+            Assert.True(layer.Feed("\x17\x03\x03\x00\x20 these are not the bytes of a record"u8));
+            Assert.Equal(0, layer.Read(new byte[1024], out var status));
+            Assert.Equal(TlsReadStatus.Failed, status);
+        }
+        finally
+        {
+            layer.Release();
+        }
+    }
+
+    [Fact]
+    public async Task AStreamHoldingReceivedBytes_IsNotTakenOver()
+    {
+        await using var pair = await Pair.ConnectAsync(TestCertificates.CreateSelfSigned(_directory));
+
+        // Two records in one go; the stream returns the first and keeps the second in its buffer.
+        await pair.Client.WriteAsync("first\r\n"u8.ToArray());
+        await pair.Client.WriteAsync("second\r\n"u8.ToArray());
+        await WaitUntilAvailableAsync(pair.ServerSocket, 2 * (5 + 1 + 16) + 15); // two TLS 1.3 records: header, type, tag
+        var one = new byte[7];
+        await pair.Server.ReadExactlyAsync(one).AsTask().WaitAsync(s_limit);
+
+        Assert.NotEqual(0, TlsRecordLayer.BufferedBytes(pair.Server));
+        Assert.Null(TlsRecordLayer.TryTakeOver(pair.Server, out var reason));
+        Assert.Equal("SslStream holds received bytes", reason);
+    }
+
+    private static async Task<byte[]> ReceivePlaintextAsync(Pair pair, TlsRecordLayer layer, int count)
+    {
+        var result = new byte[count];
+        var buffer = new byte[64 * 1024];
+        var total = 0;
+        while (total < count)
+        {
+            var n = await pair.ServerSocket.ReceiveAsync(buffer.AsMemory()).AsTask().WaitAsync(s_limit);
+            Assert.NotEqual(0, n);
+            Assert.True(layer.Feed(buffer.AsSpan(0, n)));
+            int read;
+            while ((read = layer.Read(buffer, out var status)) > 0 || status != TlsReadStatus.WantRead)
+            {
+                Assert.Equal(TlsReadStatus.WantRead, status);
+                buffer.AsSpan(0, read).CopyTo(result.AsSpan(total));
+                total += read;
+            }
+        }
+
+        return result;
+    }
+
+    private static async Task SendOutputAsync(Pair pair, TlsRecordLayer layer)
+    {
+        var buffer = new byte[64 * 1024];
+        int taken;
+        while ((taken = layer.TakeOutput(buffer)) > 0)
+        {
+            await pair.ServerSocket.SendAsync(buffer.AsMemory(0, taken));
+        }
+
+        Assert.Equal(0, layer.PendingOutput);
+    }
+
+    private static async Task<byte[]> ReadExactlyAsync(SslStream stream, int count)
+    {
+        var buffer = new byte[count];
+        await stream.ReadExactlyAsync(buffer);
+        return buffer;
+    }
+
+    private static async Task WaitUntilAvailableAsync(Socket socket, int count)
+    {
+        var deadline = DateTime.UtcNow + s_limit;
+        while (socket.Available < count)
+        {
+            Assert.True(DateTime.UtcNow < deadline);
+            await Task.Yield();
+        }
+    }
+
+    /// <summary>A TLS connection whose server side runs over a socket the test can also read and write directly.</summary>
+    private sealed record Pair(SslStream Server, SslStream Client, Socket ServerSocket) : IAsyncDisposable
+    {
+        public static async Task<Pair> ConnectAsync(TestCertificate certificate)
+        {
+            var (clientSocket, serverSocket) = await LoopbackSockets.ConnectPairAsync();
+            var server = new SslStream(new NetworkStream(serverSocket, ownsSocket: false));
+            var client = new SslStream(new NetworkStream(clientSocket, ownsSocket: true), false, (_, cert, _, _) => cert?.GetRawCertData().AsSpan().SequenceEqual(certificate.Certificate.RawData) == true);
+            await Task.WhenAll(
+                server.AuthenticateAsServerAsync(new SslServerAuthenticationOptions { ServerCertificate = certificate.Certificate }),
+                client.AuthenticateAsClientAsync("localhost")).WaitAsync(s_limit);
+            return new Pair(server, client, serverSocket);
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            await Server.DisposeAsync();
+            await Client.DisposeAsync();
+            ServerSocket.Dispose();
+        }
+    }
+}
