@@ -85,6 +85,7 @@ public static class ImapProxyHost
         services.AddSingleton(TimeProvider.System);
         services.AddSingleton<ListenerRegistry>();
         services.AddSingleton<ServerCertificateProvider>();
+        services.AddSingleton<AllocatorTrim>();
         services.AddSingleton<TlsBufferPolicy>();
         services.AddSingleton<TrustedNetworks>();
         services.AddSingleton<AuthFailureThrottle>();

@@ -344,6 +344,12 @@ public sealed class PerformanceOptions
 
     /// <summary>Threads of the epoll engine; 0: one per processor.</summary>
     public int IoThreads { get; set; }
+
+    /// <summary>
+    /// After bursts of TLS handshakes, give the C allocator's free pages back to the system (glibc's malloc_trim;
+    /// see <c>Tls/AllocatorTrim</c>).
+    /// </summary>
+    public bool TrimNativeMemory { get; set; } = true;
 }
 
 public enum SocketEngineKind

@@ -96,4 +96,7 @@ internal static partial class Log
 
     [LoggerMessage(45, LogLevel.Information, "Socket engine: {Engine}, {Threads} I/O threads")]
     public static partial void SocketEngineSelected(ILogger logger, string engine, int threads);
+
+    [LoggerMessage(46, LogLevel.Debug, "Gave the allocator's free pages back after TLS handshakes in {ElapsedMs:F1} ms")]
+    public static partial void AllocatorTrimmed(ILogger logger, double elapsedMs);
 }

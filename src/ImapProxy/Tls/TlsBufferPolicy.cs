@@ -8,9 +8,10 @@ namespace ImapProxy.Tls;
 
 /// <summary>
 /// Applies <c>Performance:ReleaseTlsBuffers</c> to every authenticated <see cref="SslStream"/>, on both sides of
-/// the proxy, and says once in the log when the runtime does not allow it.
+/// the proxy, and says once in the log when the runtime does not allow it; counts the handshake for
+/// <see cref="AllocatorTrim"/>.
 /// </summary>
-internal sealed class TlsBufferPolicy(IOptions<ImapProxyOptions> options, ILogger<TlsBufferPolicy> logger)
+internal sealed class TlsBufferPolicy(IOptions<ImapProxyOptions> options, AllocatorTrim allocatorTrim, ILogger<TlsBufferPolicy> logger)
 {
     private readonly bool _enabled = options.Value.Performance.ReleaseTlsBuffers;
     private int _warned;
@@ -18,6 +19,7 @@ internal sealed class TlsBufferPolicy(IOptions<ImapProxyOptions> options, ILogge
     /// <summary>Call right after the handshake, before the stream's first read or write.</summary>
     public void Apply(SslStream stream)
     {
+        allocatorTrim.OnHandshake();
         if (_enabled && !OpenSslBuffers.TryRelease(stream) && Interlocked.Exchange(ref _warned, 1) == 0)
         {
             Log.TlsBuffersNotReleased(logger, OpenSslBuffers.UnavailableReason ?? "the stream has no OpenSSL handle");

@@ -64,9 +64,11 @@ public sealed class OpenSslBuffersTests : IDisposable
         Assert.False(OpenSslBuffers.TryRelease(stream));
     }
 
-    private static TlsBufferPolicy Policy(bool release) => new(
-        Options.Create(new ImapProxyOptions { Performance = new PerformanceOptions { ReleaseTlsBuffers = release } }),
-        NullLogger<TlsBufferPolicy>.Instance);
+    private static TlsBufferPolicy Policy(bool release)
+    {
+        var options = Options.Create(new ImapProxyOptions { Performance = new PerformanceOptions { ReleaseTlsBuffers = release, TrimNativeMemory = false } });
+        return new(options, new AllocatorTrim(options, TimeProvider.System, NullLogger<AllocatorTrim>.Instance), NullLogger<TlsBufferPolicy>.Instance);
+    }
 
     private sealed record TlsPair(SslStream Server, SslStream Client) : IAsyncDisposable
     {
