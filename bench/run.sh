@@ -2,11 +2,13 @@
 # Side-by-side benchmark of ImapProxy against a direct Dovecot backend and three other IMAP proxies (nginx mail
 # proxy, Dovecot as a proxy, HAProxy in TCP mode), all on loopback, one target at a time.
 #
-#   bench/run.sh [--quick] [--only TARGET,...] [--smoke]
+#   bench/run.sh [--quick] [--only TARGET,...] [--rounds N] [--smoke]
 #
 #   --quick         ~2 s per figure, 100 users, 500 idle sessions: a few minutes in all (CI runs this)
 #   --only T,...    measure only these targets: direct, imapproxy, nginx, dovecot-proxy, haproxy
 #                   (the backend always runs; ratios need `direct`)
+#   --rounds N      measure every target N times (1-9, default 1), in reversed order every other round so
+#                   that a drift of the machine's speed does not favour one target; each cell is the median
 #   --smoke         no load generator: start each target, log in through it with curl (plain and TLS),
 #                   check the INBOX, stop it (checks the set-up in seconds)
 #
@@ -17,8 +19,8 @@
 #   BENCH_WARMUP         seconds of warm-up per figure (full 2, quick 0.5)
 #   BENCH_IDLE_SESSIONS  idle IDLE sessions for the memory figure (full 9000, quick 500)
 #   BENCH_IDLE_HOLD      seconds the idle sessions are held while CPU is measured (full 5, quick 1)
-#   BENCH_COOLDOWN       longest wait for the previous target's TIME_WAIT connections to expire before a
-#                        target starts (full 75, quick 0)
+#   BENCH_COOLDOWN       longest wait for the previous target's TIME_WAIT connections to expire, and again for
+#                        the backend to settle, before a target starts (full 75, quick 0)
 #   BENCH_TARGET_WARMUP  seconds of each of six unrecorded warm-up loads a target serves before its first
 #                        figure (full 2, quick 0: none)
 #   BENCH_START_TIMEOUT  seconds a target may take to greet (default 90)
@@ -67,11 +69,14 @@ usage()
 mode=full
 only=""
 smoke=0
+rounds=1
 while (($#)); do
   case "$1" in
     --quick) mode=quick ;;
     --only) (($# >= 2)) || usage; only="$2"; shift ;;
     --only=*) only="${1#--only=}" ;;
+    --rounds) (($# >= 2)) || usage; rounds="$2"; shift ;;
+    --rounds=*) rounds="${1#--rounds=}" ;;
     --smoke) smoke=1 ;;
     -h | --help) usage ;;
     *) echo "run.sh: unknown argument: $1" >&2; usage ;;
@@ -118,6 +123,9 @@ for v in DURATION WARMUP IDLE_HOLD TARGET_WARMUP; do
   [[ "${!v}" =~ ^[0-9]+(\.[0-9]+)?$ ]] || { echo "run.sh: $v must be a number of seconds (got '${!v}')" >&2; exit 2; }
 done
 ((USERS >= 1 && USERS <= 9999)) || { echo "run.sh: BENCH_USERS must be 1..9999" >&2; exit 2; }
+[[ "$rounds" =~ ^[1-9]$ ]] || { echo "run.sh: --rounds must be 1..9 (got '$rounds')" >&2; exit 2; }
+ROUNDS=$rounds
+ROUND=1
 # A single-process proxy holds 2 descriptors per session (client and backend side) under the hard open-files
 # limit, which cannot be raised here (20000); haproxy.cfg has maxconn 9000 for the same reason.
 fd_limit="$(ulimit -Hn)"
@@ -521,7 +529,7 @@ stop_target()
 }
 
 # One generator run: run_figure TARGET FIGURE SCENARIO plain|tls [generator options...]
-# Its JSON line goes to RUN_DIR/out/TARGET--FIGURE.json; a failure is remembered and the run goes on.
+# Its JSON line goes to RUN_DIR/out/TARGET--FIGURE--rROUND.json; a failure is remembered and the run goes on.
 run_figure()
 {
   local target="$1" figure="$2" scenario="$3" security="$4" port rc=0 limit root
@@ -546,11 +554,11 @@ run_figure()
   fi
   args+=(--duration "$DURATION" --warmup "$WARMUP" --users "$USERS"
     --user-format 'user{0:D4}' --password-format 'pass{0:D4}'
-    --pid-tree "$PID_TREE" --label "$target/$figure" "$@")
+    --pid-tree "$PID_TREE" --label "$target/$figure/r$ROUND" "$@")
   # Bounded: the measured time plus generous room for connecting thousands of sessions on a busy machine.
   limit=$((${WARMUP%.*} + ${DURATION%.*} + ${IDLE_HOLD%.*} + 243))
-  local out="$RUN_DIR/out/$target--$figure.json" err="$RUN_DIR/log/bench-$target--$figure.err"
-  log "  $target: $figure ($scenario, $security, ${*})"
+  local out="$RUN_DIR/out/$target--$figure--r$ROUND.json" err="$RUN_DIR/log/bench-$target--$figure--r$ROUND.err"
+  log "  $target: $figure ($scenario, $security, ${*})$( ((ROUNDS > 1)) && printf ', round %s of %s' "$ROUND" "$ROUNDS")"
   # In the background and waited for, so that Ctrl-C reaches the trap at once.
   timeout --kill-after=10 "$limit" "${args[@]}" >"$out.stdout" 2>"$err" &
   GEN_PID=$!
@@ -585,6 +593,35 @@ cooldown()
     ((waited == 0)) && log "waiting for $count TIME_WAIT connections to expire (at most ${COOLDOWN} s)"
     sleep 5
     waited=$((waited + 5))
+  done
+}
+
+# The backend's CPU ticks (utime + stime) per process: "PID TICKS" lines for the master and its children.
+backend_ticks()
+{
+  local master pid
+  master="$(pid_of backend)"
+  for pid in "$master" $(ps -o pid= --ppid "$master" 2>/dev/null); do
+    awk -v pid="$pid" '{print pid, $14 + $15}' "/proc/$pid/stat" 2>/dev/null || true
+  done
+}
+
+# Each target also starts on a quiet backend: the previous target's 9,000 idle sessions end when its idle figure
+# does, and Dovecot takes a while to wind them down (seen: the target that follows `direct` measured its logins and
+# NOOPs while the backend was still closing 9,000 imap sessions). Wait (bounded by COOLDOWN seconds) until the
+# backend's processes used under 5% of a core over one second; processes that came and went do not count.
+backend_quiet()
+{
+  local waited=0 busy before after
+  while ((waited < COOLDOWN)); do
+    before="$(backend_ticks)"
+    sleep 1
+    after="$(backend_ticks)"
+    busy="$(awk 'NR == FNR { seen[$1] = $2; next } ($1 in seen) { used += $2 - seen[$1] } END { print used + 0 }' \
+      <(printf '%s\n' "$before") <(printf '%s\n' "$after"))"
+    ((busy <= 5)) && return 0
+    ((waited == 0)) && log "waiting for the backend to settle (it used $busy ticks in a second; at most ${COOLDOWN} s)"
+    waited=$((waited + 1))
   done
 }
 
@@ -700,18 +737,28 @@ if ((smoke)); then
 fi
 
 : >"$RUN_DIR/results.jsonl"
-for target in "${targets[@]}"; do
-  cooldown
-  log "target $target"
-  target_started=$SECONDS
-  if start_target "$target"; then
-    warm_target "$target"
-    run_target "$target"
-  else
-    FAILURES+=("$target: did not start")
+for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
+  order=("${targets[@]}")
+  if ((ROUND % 2 == 0)); then
+    order=()
+    for ((i = ${#targets[@]} - 1; i >= 0; i--)); do order+=("${targets[i]}"); done
   fi
-  stop_target "$target"
-  log "target $target done in $((SECONDS - target_started)) s"
+  ((ROUNDS > 1)) && log "round $ROUND of $ROUNDS: ${order[*]}"
+  for target in "${order[@]}"; do
+    cooldown
+    backend_quiet
+    log "target $target"
+    target_started=$SECONDS
+    TARGET_DIED=""
+    if start_target "$target"; then
+      warm_target "$target"
+      run_target "$target"
+    else
+      FAILURES+=("$target: did not start")
+    fi
+    stop_target "$target"
+    log "target $target done in $((SECONDS - target_started)) s"
+  done
 done
 
 if ((${#FAILURES[@]})); then
@@ -720,7 +767,7 @@ else
   : >"$RUN_DIR/failures.txt"
 fi
 versions >"$RUN_DIR/versions.txt"
-MODE="$mode" TARGETS="${targets[*]}" USERS="$USERS" DURATION="$DURATION" WARMUP="$WARMUP" TARGET_WARMUP="$TARGET_WARMUP" \
+MODE="$mode" ROUNDS="$ROUNDS" TARGETS="${targets[*]}" USERS="$USERS" DURATION="$DURATION" WARMUP="$WARMUP" TARGET_WARMUP="$TARGET_WARMUP" \
   IDLE_SESSIONS="$IDLE_SESSIONS" IDLE_HOLD="$IDLE_HOLD" IMAPPROXY_ENV="DOTNET_gcServer=0 $IMAPPROXY_ENV" \
   CERT_KEY="$CERT_KEY" ELAPSED="$((SECONDS - started_at))" \
   python3 "$PEERS/report.py" "$RUN_DIR" >"$RUN_DIR/results.md" || die "report.py failed"

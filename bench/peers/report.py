@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
 """Turns one bench/run.sh run into a markdown report: report.py RUN_DIR > RUN_DIR/results.md
 
-Reads RUN_DIR/out/TARGET--FIGURE.json (one generator JSON line each), RUN_DIR/versions.txt (key=value),
-RUN_DIR/failures.txt (one failure per line) and, from the environment, MODE TARGETS USERS DURATION WARMUP
-TARGET_WARMUP IDLE_SESSIONS IDLE_HOLD IMAPPROXY_ENV CERT_KEY ELAPSED.
+Reads RUN_DIR/out/TARGET--FIGURE--rROUND.json (one generator JSON line each; TARGET--FIGURE.json from older
+runs), RUN_DIR/versions.txt (key=value), RUN_DIR/failures.txt (one failure per line) and, from the environment,
+MODE ROUNDS TARGETS USERS DURATION WARMUP TARGET_WARMUP IDLE_SESSIONS IDLE_HOLD IMAPPROXY_ENV CERT_KEY ELAPSED.
+With several rounds, each cell is the median of the rounds that measured it.
 """
 import datetime
 import json
 import os
 import platform
+import statistics
 import sys
 
 ALL_TARGETS = ["direct", "imapproxy", "nginx", "dovecot-proxy", "haproxy"]
@@ -45,9 +47,11 @@ def fmt(value, kind):
     return f"{value:,.2f}"
 
 
-def number(record, field):
-    value = record.get(field) if record else None
-    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+def number(records, field):
+    """The field's median over the rounds' records that have it as a number (None if none has)."""
+    values = [r.get(field) for r in records or []]
+    values = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return statistics.median(values) if values else None
 
 
 def main():
@@ -60,11 +64,12 @@ def main():
     for name in sorted(os.listdir(out_dir)) if os.path.isdir(out_dir) else []:
         if not name.endswith(".json") or "--" not in name:
             continue
-        target, figure = name[:-5].split("--", 1)
+        parts = name[:-5].split("--")
+        target, figure = parts[0], parts[1]
         try:
             with open(os.path.join(out_dir, name)) as f:
-                results[(target, figure)] = json.loads(f.read())
-        except (OSError, ValueError):
+                results.setdefault((target, figure), []).append(json.loads(f.read()))
+        except (OSError, ValueError, IndexError):
             pass
 
     versions = {}
@@ -94,8 +99,10 @@ def main():
           f"kernel {versions.get('kernel') or platform.release()}")
     target_warmup = env('TARGET_WARMUP', '0')
     warmed = f"each target warmed up first with 6 unrecorded loads of {target_warmup} s; " if float(target_warmup or 0) > 0 else ""
+    rounds = int(env("ROUNDS", "1") or 1)
+    medians = f"; {rounds} rounds in alternating target order, each cell the median" if rounds > 1 else ""
     print(f"- Load: {env('USERS')} users; {warmed}{env('DURATION')} s per figure after {env('WARMUP')} s warm-up; "
-          f"{env('IDLE_SESSIONS')} idle sessions held {env('IDLE_HOLD')} s; certificate {env('CERT_KEY')}")
+          f"{env('IDLE_SESSIONS')} idle sessions held {env('IDLE_HOLD')} s; certificate {env('CERT_KEY')}{medians}")
     print(f"- Dovecot {versions.get('dovecot', '?')} (backend, `direct`, `dovecot-proxy`); "
           f"nginx {versions.get('nginx', '?')}; HAProxy {versions.get('haproxy', '?')}")
     print(f"- ImapProxy {versions.get('imapproxy', '?')}, .NET SDK {versions.get('dotnet', '?')} "
@@ -110,8 +117,8 @@ def main():
         cells = [title.replace("{S}", env("IDLE_SESSIONS", "?"))]
         base = number(results.get(("direct", figure)), field)
         for target in targets:
-            record = results.get((target, figure))
-            value = number(record, field)
+            records = results.get((target, figure))
+            value = number(records, field)
             if target in failed_targets:
                 cell = "not started"
             elif value is None:
@@ -122,10 +129,11 @@ def main():
                     cell += f" ({value / base:.2f}×)"
                 if f"{target}/{figure}" in failed_figures:
                     cell += " FAILED"
-                errors = number(record, "errors")
-                if errors:
-                    notes.append(f"{target}, {figure}: {errors:.0f} errors"
-                                 + (f" ({record['failure']})" if record.get("failure") else ""))
+                for record in records or []:
+                    errors = number([record], "errors")
+                    if errors:
+                        notes.append(f"{target}, {figure}: {errors:.0f} errors"
+                                     + (f" ({record['failure']})" if record.get("failure") else ""))
             cells.append(cell)
         print("| " + " | ".join(cells) + " |")
     print()
