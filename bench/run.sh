@@ -25,6 +25,9 @@
 #                        figure (full 2, quick 0: none)
 #   BENCH_START_TIMEOUT  seconds a target may take to greet (default 90)
 #   BENCH_CERT_KEY       openssl -newkey argument for the self-signed certificate (default rsa:2048)
+#   BENCH_REF_DLL        another build's ImapProxy.dll (e.g. of an earlier commit): measured as one more target,
+#                        imapproxy-ref, right after imapproxy, with the same configuration (before/after in one run)
+#   BENCH_REF_LABEL      what to call that build in the report (default: its path)
 #   IMAPPROXY_ENV        extra VAR=VALUE words for ImapProxy's environment, after DOTNET_gcServer=0
 #                        (e.g. IMAPPROXY_ENV="DOTNET_gcServer=1 DOTNET_GCHeapCount=2")
 #
@@ -36,7 +39,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 readonly ROOT
 readonly PEERS="$ROOT/bench/peers"
-readonly ALL_TARGETS=(direct imapproxy nginx dovecot-proxy haproxy)
+readonly ALL_TARGETS=(direct imapproxy imapproxy-ref nginx dovecot-proxy haproxy)
+REF_DLL="${BENCH_REF_DLL:-}"
 readonly MAIL_USER=imapproxy-mail
 readonly PROXY_DLL="$ROOT/src/ImapProxy/bin/Release/net10.0/ImapProxy.dll"
 readonly BENCH_PROJECT="$ROOT/bench/ImapProxy.Bench/ImapProxy.Bench.csproj"
@@ -98,7 +102,13 @@ if [[ -n "$only" ]]; then
     case ",$only," in *",$t,"*) targets+=("$t") ;; esac
   done
 else
-  targets=("${ALL_TARGETS[@]}")
+  for t in "${ALL_TARGETS[@]}"; do
+    [[ "$t" == imapproxy-ref && -z "$REF_DLL" ]] || targets+=("$t")
+  done
+fi
+if [[ " ${targets[*]} " == *" imapproxy-ref "* ]] && [[ -z "$REF_DLL" || ! -f "$REF_DLL" ]]; then
+  echo "run.sh: imapproxy-ref needs BENCH_REF_DLL, the path of another build's ImapProxy.dll (got '$REF_DLL')" >&2
+  exit 2
 fi
 
 if [[ "$mode" == quick ]]; then
@@ -483,14 +493,18 @@ start_target()
     direct)
       PLAIN_PORT=$BACKEND_PORT TLS_PORT=$BACKEND_TLS_PORT PID_TREE="$(pid_of backend)"
       ;;
-    imapproxy)
+    imapproxy | imapproxy-ref)
+      local dll="$PROXY_DLL"
       PLAIN_PORT=$IMAPPROXY_PORT TLS_PORT=$IMAPPROXY_TLS_PORT
-      render "$PEERS/imapproxy.json" "$RUN_DIR/imapproxy/imapproxy.json"
+      if [[ "$target" == imapproxy-ref ]]; then
+        dll="$REF_DLL" PLAIN_PORT=$REF_PORT TLS_PORT=$REF_TLS_PORT
+      fi
+      IMAPPROXY_PORT=$PLAIN_PORT IMAPPROXY_TLS_PORT=$TLS_PORT render "$PEERS/imapproxy.json" "$RUN_DIR/imapproxy/$target.json"
       # shellcheck disable=SC2086  # IMAPPROXY_ENV is a list of VAR=VALUE words on purpose
-      start_process imapproxy env DOTNET_gcServer=0 $IMAPPROXY_ENV \
-        dotnet "$PROXY_DLL" --config "$RUN_DIR/imapproxy/imapproxy.json"
-      PID_TREE="$(pid_of imapproxy)"
-      wait_greeting imapproxy "$PLAIN_PORT" "tls:$TLS_PORT"
+      start_process "$target" env DOTNET_gcServer=0 $IMAPPROXY_ENV \
+        dotnet "$dll" --config "$RUN_DIR/imapproxy/$target.json"
+      PID_TREE="$(pid_of "$target")"
+      wait_greeting "$target" "$PLAIN_PORT" "tls:$TLS_PORT"
       ;;
     nginx)
       PLAIN_PORT=$NGINX_PORT TLS_PORT=$NGINX_TLS_PORT
@@ -698,6 +712,9 @@ versions()
   printf 'nginx=%s\n' "$(nginx -v 2>&1 | head -n 1 | sed 's/^nginx version: nginx\///')"
   printf 'haproxy=%s\n' "$(haproxy -v 2>/dev/null | head -n 1 | sed -e 's/ - https:.*//' -e 's/^HAProxy version //')"
   printf 'imapproxy=%s\n' "$commit"
+  if [[ -n "$REF_DLL" ]]; then
+    printf 'imapproxy_ref=%s\n' "${BENCH_REF_LABEL:-$REF_DLL}"
+  fi
   printf 'dotnet=%s\n' "$(dotnet --version 2>/dev/null)"
   printf 'runtime=%s\n' "$(dotnet --list-runtimes 2>/dev/null | awk '/Microsoft.NETCore.App/ {v=$2} END {print v}')"
   printf 'nproc=%s\n' "$(nproc)"
@@ -716,7 +733,7 @@ make_certificate
 ensure_mail_user
 
 read -r BACKEND_PORT BACKEND_TLS_PORT IMAPPROXY_PORT IMAPPROXY_TLS_PORT NGINX_PORT NGINX_TLS_PORT \
-  NGINX_AUTH_PORT DPROXY_PORT DPROXY_TLS_PORT HAPROXY_PORT HAPROXY_TLS_PORT <<<"$(free_ports 11)"
+  NGINX_AUTH_PORT DPROXY_PORT DPROXY_TLS_PORT HAPROXY_PORT HAPROXY_TLS_PORT REF_PORT REF_TLS_PORT <<<"$(free_ports 13)"
 
 start_backend
 if ((smoke)); then

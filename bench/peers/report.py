@@ -13,7 +13,7 @@ import platform
 import statistics
 import sys
 
-ALL_TARGETS = ["direct", "imapproxy", "nginx", "dovecot-proxy", "haproxy"]
+ALL_TARGETS = ["direct", "imapproxy", "imapproxy-ref", "nginx", "dovecot-proxy", "haproxy"]
 
 # (row title, figure file, JSON field, number format, compare with direct?)
 ROWS = [
@@ -105,7 +105,8 @@ def main():
           f"{env('IDLE_SESSIONS')} idle sessions held {env('IDLE_HOLD')} s; certificate {env('CERT_KEY')}{medians}")
     print(f"- Dovecot {versions.get('dovecot', '?')} (backend, `direct`, `dovecot-proxy`); "
           f"nginx {versions.get('nginx', '?')}; HAProxy {versions.get('haproxy', '?')}")
-    print(f"- ImapProxy {versions.get('imapproxy', '?')}, .NET SDK {versions.get('dotnet', '?')} "
+    reference = f"; `imapproxy-ref`: {versions['imapproxy_ref']}" if versions.get("imapproxy_ref") else ""
+    print(f"- ImapProxy {versions.get('imapproxy', '?')}{reference}, .NET SDK {versions.get('dotnet', '?')} "
           f"(runtime {versions.get('runtime', '?')}), env `{env('IMAPPROXY_ENV', '').strip()}`")
     print()
 
