@@ -325,8 +325,9 @@ public sealed class PerformanceOptions
 {
     /// <summary>
     /// Run socket completions and Kestrel's pipe continuations inline on the I/O threads instead of hopping to
-    /// the thread pool (Kestrel's UnsafePreferInlineScheduling and DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS).
-    /// Saves a thread hop per read and write of the splice; safe because nothing in the proxy blocks.
+    /// the thread pool: the epoll engine's continuations, and .NET's (Kestrel's UnsafePreferInlineScheduling and
+    /// DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS). Saves a thread hop per read and write; safe because nothing
+    /// in the proxy blocks.
     /// </summary>
     public bool InlineIo { get; set; } = true;
 
