@@ -12,8 +12,8 @@ namespace ImapProxy.Splice;
 /// The splice of a client and a plaintext backend whose sockets both live on one epoll engine thread: event handlers
 /// on that thread instead of two copy loops. A readiness event reads what is there into the thread's shared buffer
 /// and sends it on at once; only bytes the far side could not take yet are copied into a rented buffer, and that
-/// direction reads nothing more until they are gone (back-pressure). An idle session holds no buffer, no task and no
-/// pending operation: two registrations and this object.
+/// direction reads nothing more until they are gone (back-pressure). An idle plaintext session holds no buffer, no
+/// task and no pending operation: two registrations and this object.
 /// </summary>
 /// <remarks>
 /// A TLS client is spliced the same way, through its connection's record layer (<see cref="TlsRecordLayer"/>):
@@ -24,7 +24,9 @@ namespace ImapProxy.Splice;
 /// the stream splice reports them (<see cref="Splicer"/>): a stop requested by a kick or the shutdown shuts the
 /// sockets down (<see cref="SpliceControl"/>) and the next event sees the end; a write to the client that is still
 /// under way counts as one for <see cref="SpliceControl.TryBeginClientWrite"/>, so a kick also ends a client that
-/// does not read.
+/// does not read. One difference: the end comes with the first end seen, so a client that shuts down its sending
+/// side while a response to it is only partly sent (the client did not read it yet) loses the rest, where the
+/// stream splice finishes the write under way.
 /// </para>
 /// </remarks>
 internal sealed class EpollSplice : IReadinessListener, IValueTaskSource<SpliceResult>
@@ -41,7 +43,7 @@ internal sealed class EpollSplice : IReadinessListener, IValueTaskSource<SpliceR
     private long _fromClient;
     private long _fromBackend;
     private bool _finished;
-    private bool _tlsBuffersGrew; // more than TlsRecordLayer.TrimAbove went through at once since the last trim
+    private bool _tlsBuffersGrew; // a BIO buffer may have grown beyond TlsRecordLayer.TrimAbove since the last trim
 
     private EpollSplice(EpollSocket client, EpollSocket backend, TlsRecordLayer? tls, ImapProxyMetrics metrics, SpliceControl control)
     {
@@ -83,6 +85,12 @@ internal sealed class EpollSplice : IReadinessListener, IValueTaskSource<SpliceR
         {
             // A socket closed under the session (nothing in the proxy does that while a splice runs).
             Finish(socket == _client ? SpliceOutcome.ClientError : SpliceOutcome.BackendError);
+        }
+        catch (Exception ex) when (!_finished)
+        {
+            // A bug: the session ends (it would otherwise wait forever), and the loop thread logs it and goes on.
+            Finish(socket == _client ? SpliceOutcome.ClientError : SpliceOutcome.BackendError);
+            _client.Loop.ReportHandlerFailure(ex);
         }
     }
 
@@ -146,6 +154,11 @@ internal sealed class EpollSplice : IReadinessListener, IValueTaskSource<SpliceR
         {
             Finish(SpliceOutcome.ClientError);
         }
+        catch (Exception ex) when (!_finished)
+        {
+            Finish(SpliceOutcome.ClientError);
+            _client.Loop.ReportHandlerFailure(ex);
+        }
     }
 
     /// <summary>Client to backend, until the client has nothing more or the backend takes no more.</summary>
@@ -180,14 +193,16 @@ internal sealed class EpollSplice : IReadinessListener, IValueTaskSource<SpliceR
             }
             else
             {
-                _tlsBuffersGrew |= read > TlsRecordLayer.TrimAbove;
                 if (!_tls.Feed(buffer.AsSpan(0, read)))
                 {
                     Finish(SpliceOutcome.ClientError);
                     return;
                 }
 
-                if (!DecryptToBackend())
+                // Large reads grow the read BIO's buffer; and while the backend is full, ciphertext waits in it.
+                var fed = DecryptToBackend();
+                _tlsBuffersGrew |= read > TlsRecordLayer.TrimAbove || _tls.PendingInput > 0;
+                if (!fed)
                 {
                     return;
                 }
@@ -292,14 +307,16 @@ internal sealed class EpollSplice : IReadinessListener, IValueTaskSource<SpliceR
     /// <summary>Sends to the client what the backend sent (encrypted first, for TLS); false if that ended the splice.</summary>
     private bool DeliverToClient(ReadOnlySpan<byte> bytes)
     {
-        _boundary.Advance(bytes);
-        _fromBackend += bytes.Length;
-        _metrics.BackendToClient(bytes.Length);
         if (!_control.TryBeginClientWrite())
         {
+            // Dropped, so not seen by the boundary tracker: a BYE may follow only what the client has received.
             Finish(SpliceOutcome.Cancelled);
             return false;
         }
+
+        _boundary.Advance(bytes);
+        _fromBackend += bytes.Length;
+        _metrics.BackendToClient(bytes.Length);
 
         if (_tls is not null)
         {
@@ -416,19 +433,21 @@ internal sealed class EpollSplice : IReadinessListener, IValueTaskSource<SpliceR
         PumpFromBackend();
     }
 
-    /// <summary>TLS: once the session is idle again, OpenSSL's grown buffers go back (see <see cref="TlsRecordLayer.Trim"/>).</summary>
+    /// <summary>
+    /// TLS: once the session is idle again, OpenSSL's grown buffers go back (see <see cref="TlsRecordLayer.Trim"/>);
+    /// one that still holds bytes (a partial record) is tried again after the next event.
+    /// </summary>
     private void TrimTls()
     {
         if (_tlsBuffersGrew && !_finished && _toClient.Buffer is null && _toBackend.Buffer is null)
         {
-            _tlsBuffersGrew = false;
-            _tls!.Trim();
+            _tlsBuffersGrew = !_tls!.Trim();
         }
     }
 
     /// <summary>
     /// The end, once: both sockets are shut down (as the stream splice does) and handed back to operations, unsent
-    /// bytes dropped, the TLS record layer given back to its stream, and the result given to the session. Nothing
+    /// bytes dropped (see the remarks), the TLS record layer given back to its stream, and the result given to the session. Nothing
     /// may touch this splice's sockets afterwards: the session may dispose them inside
     /// <see cref="ManualResetValueTaskSourceCore{TResult}.SetResult"/>.
     /// </summary>

@@ -57,9 +57,17 @@ internal static class Splicer
             return new ValueTask<SpliceResult>(RunStreamsAsync(client, clientSocket, fromClient, backend, metrics, control));
         }
 
-        control.Attach(clientSocket, backend);
-        var fromBackend = TakeHandoverBytes(backend);
-        return EpollSplice.RunAsync((EpollStream)clientTransport, (EpollStream)backend.Stream, tls, fromClient, fromBackend, metrics, control);
+        try
+        {
+            control.Attach(clientSocket, backend);
+            var fromBackend = TakeHandoverBytes(backend);
+            return EpollSplice.RunAsync((EpollStream)clientTransport, (EpollStream)backend.Stream, tls, fromClient, fromBackend, metrics, control);
+        }
+        catch
+        {
+            tls?.Release(); // the splice never began, so it will not give the connection back
+            throw;
+        }
     }
 
     private static async Task<SpliceResult> RunStreamsAsync(Stream client, Socket clientSocket, ReadOnlyMemory<byte> fromClient, BackendConnection backend, ImapProxyMetrics metrics, SpliceControl control)
@@ -179,9 +187,7 @@ internal static class Splicer
                 }
 
                 lastReadFilled = read == rented.Length;
-                state.Boundary.Advance(rented.AsSpan(0, read));
-                state.Delivered(metrics, read);
-                if (await WriteToClientAsync(client, rented.AsMemory(0, read), control) is { } failed)
+                if (await WriteToClientAsync(client, rented.AsMemory(0, read), state, metrics, control) is { } failed)
                 {
                     return Finished(state, control, failed);
                 }
@@ -205,15 +211,18 @@ internal static class Splicer
 
     /// <summary>
     /// One write to the client; the outcome if it ended the session. Marked as a client write for the control, so
-    /// that a kick can end it when the client does not read.
+    /// that a kick can end it when the client does not read. Bytes a stop keeps from being written are not counted,
+    /// nor seen by the boundary tracker: a BYE may follow only what the client was sent.
     /// </summary>
-    private static async ValueTask<SpliceOutcome?> WriteToClientAsync(Stream client, ReadOnlyMemory<byte> bytes, SpliceControl control)
+    private static async ValueTask<SpliceOutcome?> WriteToClientAsync(Stream client, ReadOnlyMemory<byte> bytes, State state, ImapProxyMetrics metrics, SpliceControl control)
     {
         if (!control.TryBeginClientWrite())
         {
             return SpliceOutcome.Cancelled;
         }
 
+        state.Boundary.Advance(bytes.Span);
+        state.Delivered(metrics, bytes.Length);
         try
         {
             await client.WriteAsync(bytes, CancellationToken.None);
@@ -241,9 +250,7 @@ internal static class Splicer
             return null;
         }
 
-        state.Boundary.Advance(bytes);
-        state.Delivered(metrics, bytes.Length);
-        return await WriteToClientAsync(client, bytes, control);
+        return await WriteToClientAsync(client, bytes, state, metrics, control);
     }
 
     /// <summary>

@@ -16,8 +16,9 @@ namespace ImapProxy.Tls;
 /// allocations of other connections, and glibc keeps the freed pages of its arenas resident. Measured with 4,000 TLS
 /// sessions parked in IDLE just after their handshakes: 22.9 KB of resident memory per session, 19.7 KB after one
 /// <c>malloc_trim</c>. A timer looks every second whether enough handshakes happened since the last trim, and trims
-/// once they pause (a burst is over) or every few seconds while they go on; the trim runs on the thread pool, never on
-/// an I/O thread (it holds each arena's lock while it walks it).
+/// once they pause (a burst is over) or every few seconds while they go on. The trim runs on the thread pool, never
+/// on an I/O thread; it holds each arena's lock while it walks it (its duration is logged, at Debug level), so an I/O
+/// thread that allocates meanwhile (OpenSSL does, for TLS records) may wait that long.
 /// </remarks>
 internal sealed partial class AllocatorTrim : IDisposable
 {
@@ -36,6 +37,7 @@ internal sealed partial class AllocatorTrim : IDisposable
     private int _seenAtLastTick;
     private int _ticksSinceTrim;
     private int _trims;
+    private int _ticking;
     private volatile bool _unavailable;
 
     public AllocatorTrim(IOptions<ImapProxyOptions> options, TimeProvider timeProvider, ILogger<AllocatorTrim> logger)
@@ -66,7 +68,24 @@ internal sealed partial class AllocatorTrim : IDisposable
 
     private void Tick()
     {
-        // One timer: ticks never overlap.
+        // A tick can fire while the last one still runs (a starved thread pool, a slow trim): that one does the work.
+        if (Interlocked.Exchange(ref _ticking, 1) != 0)
+        {
+            return;
+        }
+
+        try
+        {
+            TickOnce();
+        }
+        finally
+        {
+            Volatile.Write(ref _ticking, 0);
+        }
+    }
+
+    private void TickOnce()
+    {
         _ticksSinceTrim++;
         var handshakes = Volatile.Read(ref _handshakes);
         var paused = handshakes == _seenAtLastTick;
@@ -84,9 +103,9 @@ internal sealed partial class AllocatorTrim : IDisposable
         {
             _ = MallocTrim(0); // 1 if memory was given back; either way it is done
         }
-        catch (EntryPointNotFoundException)
+        catch (Exception ex) when (ex is EntryPointNotFoundException or DllNotFoundException)
         {
-            _unavailable = true; // not glibc (musl has no malloc_trim)
+            _unavailable = true; // not glibc (musl has no malloc_trim), or no libc by that name
             return;
         }
 

@@ -31,6 +31,8 @@ internal static unsafe class OpenSslNative
     public const int BioSetBufMem = 114;       // BIO_C_SET_BUF_MEM (BIO_set_mem_buf)
     public const int BioGetBufMemPtr = 115;    // BIO_C_GET_BUF_MEM_PTR (BIO_get_mem_ptr)
     public const int BioClose = 1;             // BIO_CLOSE: the BIO frees the BUF_MEM it is given
+    public const ulong SslOpNoRenegotiation = 0x40000000; // SSL_OP_NO_RENEGOTIATION (1.1.1 and 3.x)
+    private const int SslCtrlOptions = 32;     // SSL_CTRL_OPTIONS: SSL_set_options before OpenSSL 3
 
     private const string SafeSslHandleType = "Microsoft.Win32.SafeHandles.SafeSslHandle";
 
@@ -56,6 +58,19 @@ internal static unsafe class OpenSslNative
             : null;
 
     public static long SslCtrl(nint ssl, int command, long argument) => (long)Functions.SslCtrl(ssl, command, (nint)argument, 0);
+
+    /// <summary>Adds <paramref name="options"/> (SSL_OP_*) to a connection's: SSL_set_options.</summary>
+    public static void SslSetOptions(nint ssl, ulong options)
+    {
+        if (Functions.SslSetOptions != null)
+        {
+            _ = Functions.SslSetOptions(ssl, options); // a function since OpenSSL 3
+        }
+        else
+        {
+            _ = Functions.SslCtrl(ssl, SslCtrlOptions, (nint)options, 0); // a macro over SSL_ctrl in 1.1.1
+        }
+    }
 
     public static int SslRead(nint ssl, byte* buffer, int count) => Functions.SslRead(ssl, buffer, count);
 
@@ -115,6 +130,7 @@ internal static unsafe class OpenSslNative
                 var ssl = Load(LibraryName("libssl", version), version);
                 var crypto = Load(LibraryName("libcrypto", version), version);
                 SslCtrl = (delegate* unmanaged<nint, int, nint, nint, nint>)Export(ssl, "SSL_ctrl");
+                SslSetOptions = NativeLibrary.TryGetExport(ssl, "SSL_set_options", out var setOptions) ? (delegate* unmanaged<nint, ulong, ulong>)setOptions : null;
                 SslRead = (delegate* unmanaged<nint, byte*, int, int>)Export(ssl, "SSL_read");
                 SslWrite = (delegate* unmanaged<nint, byte*, int, int>)Export(ssl, "SSL_write");
                 SslGetError = (delegate* unmanaged<nint, int, int>)Export(ssl, "SSL_get_error");
@@ -139,6 +155,8 @@ internal static unsafe class OpenSslNative
         public static string? UnavailableReason { get; } = "not initialised";
 
         public static delegate* unmanaged<nint, int, nint, nint, nint> SslCtrl { get; }
+
+        public static delegate* unmanaged<nint, ulong, ulong> SslSetOptions { get; }
 
         public static delegate* unmanaged<nint, byte*, int, int> SslRead { get; }
 

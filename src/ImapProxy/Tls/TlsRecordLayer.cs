@@ -97,6 +97,9 @@ internal sealed unsafe class TlsRecordLayer
                 return null;
             }
 
+            // A TLS 1.2 client's renegotiation would run here, on the engine thread, in the middle of the splice's
+            // writes: refused instead (OpenSSL 3 refuses client-initiated renegotiation anyway; 1.1.1 does not).
+            OpenSslNative.SslSetOptions(ssl, OpenSslNative.SslOpNoRenegotiation);
             reason = null;
             added = false; // kept until Release
             return new TlsRecordLayer(handle, ssl, readBio, writeBio);
@@ -117,6 +120,9 @@ internal sealed unsafe class TlsRecordLayer
 
     /// <summary>Bytes of ciphertext waiting to go to the peer.</summary>
     public int PendingOutput => (int)OpenSslNative.BioCtrl(_writeBio, OpenSslNative.BioCtrlPending, 0, null);
+
+    /// <summary>Bytes of ciphertext from the peer not decrypted yet (the start of a record).</summary>
+    public int PendingInput => (int)OpenSslNative.BioCtrl(_readBio, OpenSslNative.BioCtrlPending, 0, null);
 
     /// <summary>Ciphertext from the peer, for the next <see cref="Read"/>s. False if OpenSSL could not take it.</summary>
     public bool Feed(ReadOnlySpan<byte> ciphertext)
@@ -190,12 +196,11 @@ internal sealed unsafe class TlsRecordLayer
         }
     }
 
-    /// <summary>Gives back the BIOs' buffers that are empty and grew beyond <see cref="TrimAbove"/>.</summary>
-    public void Trim()
-    {
-        TrimBio(_readBio);
-        TrimBio(_writeBio);
-    }
+    /// <summary>
+    /// Gives back the BIOs' buffers that are empty and grew beyond <see cref="TrimAbove"/>. False if one of them is
+    /// still that large (it holds bytes: try again later).
+    /// </summary>
+    public bool Trim() => TrimBio(_readBio) & TrimBio(_writeBio);
 
     /// <summary>The end of the takeover: the handle reference goes; nothing here may be used afterwards.</summary>
     public void Release()
@@ -234,17 +239,26 @@ internal sealed unsafe class TlsRecordLayer
         return memory == 0 ? 0 : (long)((nuint*)memory)[2];
     }
 
-    private static void TrimBio(nint bio)
+    /// <summary>False if the buffer stays larger than <see cref="TrimAbove"/>.</summary>
+    private static bool TrimBio(nint bio)
     {
-        if (OpenSslNative.BioCtrl(bio, OpenSslNative.BioCtrlPending, 0, null) != 0 || Capacity(bio) <= TrimAbove)
+        if (Capacity(bio) <= TrimAbove)
         {
-            return;
+            return true;
+        }
+
+        if (OpenSslNative.BioCtrl(bio, OpenSslNative.BioCtrlPending, 0, null) != 0)
+        {
+            return false;
         }
 
         var fresh = OpenSslNative.BufMemNew();
-        if (fresh != 0)
+        if (fresh == 0)
         {
-            OpenSslNative.BioCtrl(bio, OpenSslNative.BioSetBufMem, OpenSslNative.BioClose, (void*)fresh); // frees the old one
+            return true; // out of memory: keep the old one, and do not insist
         }
+
+        OpenSslNative.BioCtrl(bio, OpenSslNative.BioSetBufMem, OpenSslNative.BioClose, (void*)fresh); // frees the old one
+        return true;
     }
 }

@@ -45,7 +45,7 @@ public sealed class TlsRecordLayerTests : IDisposable
             // Both buffers grew past the limit and are empty now: trimmed back.
             var (readGrown, writeGrown) = layer.BufferCapacities;
             Assert.True(readGrown > TlsRecordLayer.TrimAbove && writeGrown > TlsRecordLayer.TrimAbove, $"{readGrown} {writeGrown}");
-            layer.Trim();
+            Assert.True(layer.Trim());
             var (read, write) = layer.BufferCapacities;
             Assert.True(read <= TlsRecordLayer.TrimAbove && write <= TlsRecordLayer.TrimAbove, $"{read} {write}");
 
@@ -61,6 +61,44 @@ public sealed class TlsRecordLayerTests : IDisposable
         // The runtime's stream goes on over the same connection (a BYE after a kick).
         await pair.Server.WriteAsync("* BYE\r\n"u8.ToArray());
         Assert.Equal("* BYE\r\n"u8.ToArray(), await ReadExactlyAsync(pair.Client, 7).WaitAsync(s_limit));
+    }
+
+    [Fact]
+    public async Task CiphertextNotReadYet_KeepsItsBuffer_AndAPartialRecordMovesIntoOpenSsl()
+    {
+        await using var pair = await Pair.ConnectAsync(TestCertificates.CreateSelfSigned(_directory));
+        var layer = TlsRecordLayer.TryTakeOver(pair.Server, out var reason);
+        Assert.True(layer is not null, reason);
+        try
+        {
+            // One TLS 1.3 record: 5 bytes of header, the plaintext, its content type and a 16-byte tag.
+            var plaintext = RandomNumberGenerator.GetBytes(10_000);
+            await pair.Client.WriteAsync(plaintext);
+            var record = new byte[5 + plaintext.Length + 1 + 16];
+            await ReceiveExactlyAsync(pair.ServerSocket, record);
+
+            // Fed, not read yet (the splice stops reading while the backend is full): the buffer cannot go.
+            Assert.True(layer.Feed(record.AsSpan(0, 5_000)));
+            Assert.Equal(5_000, layer.PendingInput);
+            Assert.False(layer.Trim());
+            Assert.True(layer.BufferCapacities.Read > TlsRecordLayer.TrimAbove);
+
+            // Read: OpenSSL takes the half record into its own buffer, and the BIO's can go.
+            var buffer = new byte[16 * 1024];
+            Assert.Equal(0, layer.Read(buffer, out var status));
+            Assert.Equal(TlsReadStatus.WantRead, status);
+            Assert.Equal(0, layer.PendingInput);
+            Assert.True(layer.Trim());
+            Assert.True(layer.BufferCapacities.Read <= TlsRecordLayer.TrimAbove);
+
+            Assert.True(layer.Feed(record.AsSpan(5_000)));
+            Assert.Equal(plaintext.Length, layer.Read(buffer, out _));
+            Assert.Equal(plaintext, buffer.AsSpan(0, plaintext.Length).ToArray());
+        }
+        finally
+        {
+            layer.Release();
+        }
     }
 
     [Fact]
@@ -143,6 +181,17 @@ public sealed class TlsRecordLayerTests : IDisposable
         }
 
         return result;
+    }
+
+    private static async Task ReceiveExactlyAsync(Socket socket, byte[] buffer)
+    {
+        var total = 0;
+        while (total < buffer.Length)
+        {
+            var n = await socket.ReceiveAsync(buffer.AsMemory(total)).AsTask().WaitAsync(s_limit);
+            Assert.NotEqual(0, n);
+            total += n;
+        }
     }
 
     private static async Task SendOutputAsync(Pair pair, TlsRecordLayer layer)

@@ -51,9 +51,12 @@ internal sealed class ImapSocketConnection : ConnectionContext, IFeatureCollecti
         ArgumentNullException.ThrowIfNull(socket);
         ArgumentNullException.ThrowIfNull(engine);
         Socket = socket;
-        Stream = engine.Attach(socket);
+
+        // Before the engine takes the socket: these can fail (a reset socket), and a failure after Attach would
+        // leave the engine's registration behind (the caller disposes only the socket).
         RemoteEndPoint = socket.RemoteEndPoint;
         LocalEndPoint = socket.LocalEndPoint;
+        Stream = engine.Attach(socket);
         _id = Interlocked.Increment(ref s_lastId);
     }
 

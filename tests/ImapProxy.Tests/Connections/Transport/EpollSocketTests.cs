@@ -302,6 +302,28 @@ public sealed class EpollSocketTests : IDisposable
     }
 
     [Fact]
+    public async Task SocketsOutlivingTheirEngine_CloseQuietly_AndItsLoopsTakeNoMoreWork()
+    {
+        var engine = new EpollEngine(1, inlineContinuations: true, NullLogger.Instance);
+        var (connecting, accepted) = await LoopbackSockets.ConnectPairAsync();
+        _owned.Add(connecting);
+        _owned.Add(accepted);
+        var socket = new EpollSocket(accepted, engine.NextLoop());
+        var waiting = socket.ReceiveAsync(new byte[16]).AsTask();
+
+        engine.Dispose();
+
+        // Its descriptors are closed; nothing may write to or control them any more (their numbers may be another
+        // socket's by now): work is refused, and the socket leaves without touching them.
+        Assert.Throws<ObjectDisposedException>(() => socket.Loop.Execute(static _ => { }, null));
+        socket.Dispose();
+        await Assert.ThrowsAsync<ObjectDisposedException>(() => waiting.WaitAsync(s_limit));
+        Assert.Equal(0, engine.Handlers.Count);
+        using var fresh = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        Assert.Throws<SocketException>(() => new EpollSocket(fresh, socket.Loop));
+    }
+
+    [Fact]
     public async Task ManySessionsOnTwoLoops_EchoEveryByteInOrder()
     {
         // Both directions of 40 connections at once, messages of random sizes: what an engine bug (a lost wake-up,

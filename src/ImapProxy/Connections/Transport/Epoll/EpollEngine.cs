@@ -92,7 +92,7 @@ internal sealed class EpollEngine : ISocketEngine, IDisposable
     {
         foreach (var loop in _loops)
         {
-            loop?.Stop();
+            loop?.Dispose();
         }
     }
 }
@@ -101,7 +101,7 @@ internal sealed class EpollEngine : ISocketEngine, IDisposable
 /// One engine thread: its epoll instance, the wake-up descriptor that brings work from other threads, and a read
 /// buffer that the handlers running on it share (one command at a time runs on a thread).
 /// </summary>
-internal sealed unsafe class EpollLoop
+internal sealed unsafe class EpollLoop : IDisposable
 {
     private const int MaxEvents = 256;
     private const ulong WakeToken = ulong.MaxValue;
@@ -112,8 +112,8 @@ internal sealed unsafe class EpollLoop
 
     private readonly EpollEngine _engine;
     private readonly ILogger _logger;
-    private readonly int _epoll;
-    private readonly int _wake;
+    private readonly Descriptor _epoll;
+    private readonly Descriptor _wake;
     private readonly Thread _thread;
     private readonly ConcurrentQueue<(Action<object?> Action, object? State)> _work = new();
     private int _wakePending;
@@ -124,22 +124,20 @@ internal sealed unsafe class EpollLoop
         _engine = engine;
         _logger = logger;
         InlineContinuations = inlineContinuations;
-        _epoll = LibC.EpollCreate(LibC.EpollCloexec);
-        if (_epoll < 0)
+        var epoll = LibC.EpollCreate(LibC.EpollCloexec);
+        if (epoll < 0)
         {
             throw new SocketException((int)LibC.ToSocketError(Marshal.GetLastPInvokeError()));
         }
 
-        _wake = LibC.EventFd(0, LibC.EfdCloexec | LibC.EfdNonblock);
-        if (_wake < 0 || Control(LibC.EpollCtlAdd, _wake, LibC.EpollIn | LibC.EpollEt, WakeToken) != 0)
+        _epoll = new Descriptor(epoll);
+        var wake = LibC.EventFd(0, LibC.EfdCloexec | LibC.EfdNonblock);
+        _wake = new Descriptor(wake);
+        if (wake < 0 || Control(LibC.EpollCtlAdd, wake, LibC.EpollIn | LibC.EpollEt, WakeToken) != 0)
         {
             var errno = Marshal.GetLastPInvokeError();
-            LibC.Close(_epoll);
-            if (_wake >= 0)
-            {
-                LibC.Close(_wake);
-            }
-
+            _epoll.Dispose();
+            _wake.Dispose();
             throw new SocketException((int)LibC.ToSocketError(errno));
         }
 
@@ -163,11 +161,24 @@ internal sealed unsafe class EpollLoop
     public ulong Add(int fd, IEpollHandler handler)
     {
         var token = _engine.Handlers.Add(handler);
-        if (Control(LibC.EpollCtlAdd, fd, LibC.EpollIn | LibC.EpollOut | LibC.EpollRdHup | LibC.EpollEt, token) != 0)
+        if (!Use(_epoll))
         {
-            var errno = Marshal.GetLastPInvokeError();
             _engine.Handlers.Remove(token);
-            throw new SocketException((int)LibC.ToSocketError(errno));
+            throw new SocketException((int)SocketError.Shutdown); // the engine has stopped
+        }
+
+        try
+        {
+            if (Control(LibC.EpollCtlAdd, fd, LibC.EpollIn | LibC.EpollOut | LibC.EpollRdHup | LibC.EpollEt, token) != 0)
+            {
+                var errno = Marshal.GetLastPInvokeError();
+                _engine.Handlers.Remove(token);
+                throw new SocketException((int)LibC.ToSocketError(errno));
+            }
+        }
+        finally
+        {
+            _epoll.DangerousRelease();
         }
 
         return token;
@@ -179,15 +190,19 @@ internal sealed unsafe class EpollLoop
     /// </summary>
     public void Remove(int fd, ulong token)
     {
-        if (fd >= 0)
+        if (fd >= 0 && Use(_epoll)) // else the engine has stopped, and its epoll instance is gone
         {
             _ = Control(LibC.EpollCtlDel, fd, 0, 0);
+            _epoll.DangerousRelease();
         }
 
         _engine.Handlers.Remove(token);
     }
 
-    /// <summary>Runs <paramref name="action"/> on this loop's thread: at once when called there, else soon.</summary>
+    /// <summary>
+    /// Runs <paramref name="action"/> on this loop's thread: at once when called there, else soon. Once the loop is
+    /// stopping, throws <see cref="ObjectDisposedException"/> (work queued just as it stops may never run).
+    /// </summary>
     public void Execute(Action<object?> action, object? state)
     {
         if (IsCurrent)
@@ -196,31 +211,67 @@ internal sealed unsafe class EpollLoop
             return;
         }
 
+        ObjectDisposedException.ThrowIf(_stopping, this);
         _work.Enqueue((action, state));
         if (Interlocked.Exchange(ref _wakePending, 1) == 0)
         {
-            ulong one = 1;
-            _ = LibC.Write(_wake, (byte*)&one, sizeof(ulong));
+            Wake();
         }
     }
 
-    public void Stop()
+    /// <summary>
+    /// Ends the thread (waiting for it, a few seconds at most) and closes its descriptors once nothing uses them:
+    /// sessions still open may go on calling <see cref="Remove"/> (which then leaves epoll alone) and
+    /// <see cref="Execute"/> (which refuses).
+    /// </summary>
+    public void Dispose()
     {
         _stopping = true;
-        ulong one = 1;
-        _ = LibC.Write(_wake, (byte*)&one, sizeof(ulong));
+        Wake();
         if (!IsCurrent)
         {
             _thread.Join(TimeSpan.FromSeconds(5));
         }
+
+        _wake.Dispose();
+        _epoll.Dispose();
     }
 
+    /// <summary>
+    /// Takes a reference on <paramref name="descriptor"/> (false once it is closed): its number stays ours until the
+    /// reference is released, never another descriptor's that reused it.
+    /// </summary>
+    private static bool Use(Descriptor descriptor)
+    {
+        var added = false;
+        try
+        {
+            descriptor.DangerousAddRef(ref added);
+        }
+        catch (ObjectDisposedException)
+        {
+        }
+
+        return added;
+    }
+
+    private void Wake()
+    {
+        if (Use(_wake))
+        {
+            ulong one = 1;
+            _ = LibC.Write(_wake.Fd, (byte*)&one, sizeof(ulong));
+            _wake.DangerousRelease();
+        }
+    }
+
+    /// <summary>epoll_ctl; the caller holds a reference on <see cref="_epoll"/>.</summary>
     private int Control(int operation, int fd, uint events, ulong token)
     {
         var ev = stackalloc byte[16];
         *(uint*)ev = events;
         *(ulong*)(ev + LibC.EpollDataOffset) = token;
-        return LibC.EpollCtl(_epoll, operation, fd, ev);
+        return LibC.EpollCtl(_epoll.Fd, operation, fd, ev);
     }
 
     private void Run()
@@ -229,11 +280,17 @@ internal sealed unsafe class EpollLoop
         var size = LibC.EpollEventSize;
         var offset = LibC.EpollDataOffset;
         var events = (byte*)NativeMemory.Alloc((nuint)(MaxEvents * size));
+
+        // Held while the thread runs: a Stop from elsewhere closes the descriptors only after the thread is done.
+        var epollHeld = false;
+        var wakeHeld = false;
         try
         {
+            _epoll.DangerousAddRef(ref epollHeld);
+            _wake.DangerousAddRef(ref wakeHeld);
             while (!_stopping)
             {
-                var count = LibC.EpollWait(_epoll, events, MaxEvents, -1);
+                var count = LibC.EpollWait(_epoll.Fd, events, MaxEvents, -1);
                 if (count < 0)
                 {
                     var errno = Marshal.GetLastPInvokeError();
@@ -253,8 +310,10 @@ internal sealed unsafe class EpollLoop
                     if (token == WakeToken)
                     {
                         ulong drained;
-                        _ = LibC.Read(_wake, (byte*)&drained, sizeof(ulong));
-                        Volatile.Write(ref _wakePending, 0);
+                        _ = LibC.Read(_wake.Fd, (byte*)&drained, sizeof(ulong));
+                        // A full fence: the queue is looked at below only after the flag is visibly cleared, or
+                        // an Execute that saw it still set (and wrote nothing) could leave its work waiting.
+                        Interlocked.Exchange(ref _wakePending, 0);
                         continue;
                     }
 
@@ -270,13 +329,27 @@ internal sealed unsafe class EpollLoop
                 }
             }
         }
+        catch (ObjectDisposedException)
+        {
+            // Stopped before the thread got going.
+        }
         finally
         {
             NativeMemory.Free(events);
-            LibC.Close(_wake);
-            LibC.Close(_epoll);
+            if (wakeHeld)
+            {
+                _wake.DangerousRelease();
+            }
+
+            if (epollHeld)
+            {
+                _epoll.DangerousRelease();
+            }
         }
     }
+
+    /// <summary>For a handler that caught a failure of its own (a bug) and ended its session: logged as the loop does.</summary>
+    public void ReportHandlerFailure(Exception exception) => Log.EngineHandlerFailed(_logger, _thread.Name!, exception);
 
     /// <summary>Handlers do not throw; if one does, the thread goes on serving every other socket.</summary>
     private void Dispatch(IEpollHandler handler, uint events)
@@ -302,6 +375,20 @@ internal sealed unsafe class EpollLoop
             Log.EngineHandlerFailed(_logger, _thread.Name!, ex);
         }
     }
+}
+
+/// <summary>An epoll instance or eventfd of a loop, closed when the last reference on it goes.</summary>
+internal sealed class Descriptor : SafeHandle
+{
+    public Descriptor(int fd)
+        : base(invalidHandleValue: -1, ownsHandle: true) => SetHandle(fd);
+
+    public override bool IsInvalid => handle < 0;
+
+    /// <summary>The number, for calls made under a reference.</summary>
+    public int Fd => (int)handle;
+
+    protected override bool ReleaseHandle() => LibC.Close((int)handle) == 0;
 }
 
 /// <summary>
@@ -381,8 +468,10 @@ internal sealed class HandlerTable
         ref var slot = ref chunks[chunk][index & (ChunkSize - 1)];
         var handler = Volatile.Read(ref slot.Handler);
 
-        // A slot reused between these two reads would give a stale event to its new owner: harmless, as every
-        // handler treats an event as "try again", never as data.
+        // Remove bumps the generation before the slot can take a new handler, so a handler read here that belongs to
+        // a later registration always comes with a generation that does not match. The reverse can happen: the
+        // removed handler, read before its generation moved, gets one late event (handlers ignore events once
+        // disposed, and treat any event as "try again", never as data).
         return Volatile.Read(ref slot.Generation) == (uint)(token >> 32) ? handler : null;
     }
 

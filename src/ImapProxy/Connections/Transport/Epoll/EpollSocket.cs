@@ -22,6 +22,8 @@ internal interface IReadinessListener
 /// before trying; the next read tries the socket only once the count has moved, so a read posted on a drained
 /// socket costs no system call. A waiting operation is published with a full fence and the count re-checked, and
 /// the loop bumps the count with a full fence before it looks for a waiter: one of the two always sees the other.
+/// (TCP urgent data also makes a receive stop short; a peer that sends it stalls its own session until it sends
+/// again, as with nginx. IMAP has no use for it.)
 /// <para>
 /// The descriptor is used only under a reference on the socket's handle, so that a concurrent dispose cannot close
 /// it (and let the number be reused) during a system call.
@@ -54,6 +56,7 @@ internal sealed class EpollSocket : IEpollHandler, IValueTaskSource<int>, IValue
     private Memory<byte> _readBuffer;
     private ManualResetValueTaskSourceCore<int> _readCore;
     private CancellationTokenRegistration _readCancellation;
+    private CancellationToken _readCancelToken; // the peer-close watch's, looked at again when the loop re-publishes it
 
     private int _writeEvents;
     private int _writeWaiting;
@@ -202,6 +205,7 @@ internal sealed class EpollSocket : IEpollHandler, IValueTaskSource<int>, IValue
             }
 
             _readCore.Reset();
+            _readCancelToken = cancellationToken;
             _readCancellation = cancellationToken.UnsafeRegister(static state => ((EpollSocket)state!).CancelRead(), this);
             if (PublishRead(WaitingForPeek, seen))
             {
@@ -215,6 +219,7 @@ internal sealed class EpollSocket : IEpollHandler, IValueTaskSource<int>, IValue
 
             _readCancellation.Dispose();
             _readCancellation = default;
+            _readCancelToken = default;
         }
     }
 
@@ -395,6 +400,7 @@ internal sealed class EpollSocket : IEpollHandler, IValueTaskSource<int>, IValue
     {
         _readCancellation.Dispose(); // a late cancellation must not reach the next read
         _readCancellation = default;
+        _readCancelToken = default;
         try
         {
             return _readCore.GetResult(token);
@@ -473,92 +479,133 @@ internal sealed class EpollSocket : IEpollHandler, IValueTaskSource<int>, IValue
         return false;
     }
 
-    /// <summary>On the loop thread: a waiting read may proceed.</summary>
+    /// <summary>
+    /// On the loop thread: a waiting read may proceed. The operation is completed outside the try (its continuation
+    /// may run inline and start the next read, which a failure handled here must not touch).
+    /// </summary>
     private void ContinueRead(int waiting)
     {
+        int result;
+        Exception? failure = null;
         try
         {
-            while (true)
+            if (!TryRead(waiting, out result, out var error))
             {
-                // A zero-byte read is a peek too: the event may announce bytes an earlier read took already.
-                var peek = waiting == WaitingForPeek || _readBuffer.IsEmpty;
-                var seen = Volatile.Read(ref _readEvents);
-                var result = peek ? Peek(seen, out var error) : Receive(_readBuffer.Span, 0, seen, out error);
-                if (result >= 0 || error != SocketError.WouldBlock)
-                {
-                    _readBuffer = default;
-                    if (peek)
-                    {
-                        // The watch: 1 for data, 0 for the end or a failure (the connection is gone). A zero-byte
-                        // read: 0 in every case (the next read reports an error).
-                        _readCore.SetResult(waiting == WaitingForPeek ? Math.Max(result, 0) : 0);
-                    }
-                    else if (result >= 0)
-                    {
-                        _readCore.SetResult(result);
-                    }
-                    else
-                    {
-                        _readCore.SetException(new SocketException((int)error));
-                    }
+                return; // waiting again
+            }
 
-                    return;
-                }
-
-                // An event for bytes an earlier read already took: wait for the next.
-                if (PublishRead(waiting, seen))
-                {
-                    return;
-                }
+            if (result < 0)
+            {
+                failure = new SocketException((int)error);
             }
         }
         catch (Exception ex)
         {
-            _readBuffer = default;
-            _readCore.SetException(ex);
+            result = -1;
+            failure = ex;
+        }
+
+        _readBuffer = default;
+        if (failure is null)
+        {
+            _readCore.SetResult(result);
+        }
+        else
+        {
+            _readCore.SetException(failure);
         }
     }
 
-    /// <summary>On the loop thread: a waiting write (or connect) may proceed.</summary>
-    private void ContinueWrite(int waiting)
+    /// <summary>
+    /// ContinueRead's attempts: false once the waiter is published again (an event for bytes an earlier read took),
+    /// else the result to complete with (-1 with the error of a failed receive).
+    /// </summary>
+    private bool TryRead(int waiting, out int result, out SocketError error)
     {
-        try
+        while (true)
         {
-            if (waiting == WaitingToConnect)
+            // A zero-byte read is a peek too: the event may announce bytes an earlier read took already.
+            var peek = waiting == WaitingForPeek || _readBuffer.IsEmpty;
+            var seen = Volatile.Read(ref _readEvents);
+            result = peek ? Peek(seen, out error) : Receive(_readBuffer.Span, 0, seen, out error);
+            if (result >= 0 || error != SocketError.WouldBlock)
             {
-                _writeCore.SetResult(0);
-                return;
+                if (peek)
+                {
+                    // The watch: 1 for data, 0 for the end or a failure (the connection is gone). A zero-byte read:
+                    // 0 in every case (the next read reports an error).
+                    result = waiting == WaitingForPeek ? Math.Max(result, 0) : 0;
+                }
+
+                return true;
             }
 
-            while (true)
+            if (PublishRead(waiting, seen))
             {
-                var seen = Volatile.Read(ref _writeEvents);
-                var sent = Send(_writeBuffer.Span, out var error);
-                if (sent == _writeBuffer.Length)
+                // A cancellation while this thread held the waiter found nothing to cancel; it is looked at again
+                // now that the waiter is back (the publish's full fence pairs with the token's).
+                if (waiting == WaitingForPeek && _readCancelToken.IsCancellationRequested)
                 {
-                    _writeBuffer = default;
-                    _writeCore.SetResult(0);
-                    return;
+                    CancelRead();
                 }
 
-                if (sent < 0 && error != SocketError.WouldBlock)
-                {
-                    _writeBuffer = default;
-                    _writeCore.SetException(new SocketException((int)error));
-                    return;
-                }
+                return false;
+            }
+        }
+    }
 
-                _writeBuffer = _writeBuffer[Math.Max(sent, 0)..];
-                if (PublishWrite(WaitingToSend, seen))
-                {
-                    return;
-                }
+    /// <summary>On the loop thread: a waiting write (or connect) may proceed; completed outside the try, as reads are.</summary>
+    private void ContinueWrite(int waiting)
+    {
+        Exception? failure = null;
+        try
+        {
+            if (waiting != WaitingToConnect && !TryWrite(out failure))
+            {
+                return; // waiting again
             }
         }
         catch (Exception ex)
         {
-            _writeBuffer = default;
-            _writeCore.SetException(ex);
+            failure = ex;
+        }
+
+        _writeBuffer = default;
+        if (failure is null)
+        {
+            _writeCore.SetResult(0);
+        }
+        else
+        {
+            _writeCore.SetException(failure);
+        }
+    }
+
+    /// <summary>ContinueWrite's attempts: false once the waiter is published again, else done (with the failure, if any).</summary>
+    private bool TryWrite(out Exception? failure)
+    {
+        while (true)
+        {
+            var seen = Volatile.Read(ref _writeEvents);
+            var sent = Send(_writeBuffer.Span, out var error);
+            if (sent == _writeBuffer.Length)
+            {
+                failure = null;
+                return true;
+            }
+
+            if (sent < 0 && error != SocketError.WouldBlock)
+            {
+                failure = new SocketException((int)error);
+                return true;
+            }
+
+            _writeBuffer = _writeBuffer[Math.Max(sent, 0)..];
+            if (PublishWrite(WaitingToSend, seen))
+            {
+                failure = null;
+                return false;
+            }
         }
     }
 
