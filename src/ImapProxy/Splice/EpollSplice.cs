@@ -435,7 +435,7 @@ internal sealed class EpollSplice : IReadinessListener, IValueTaskSource<SpliceR
 
     /// <summary>
     /// TLS: once the session is idle again, OpenSSL's grown buffers go back (see <see cref="TlsRecordLayer.Trim"/>);
-    /// one that still holds bytes (a partial record) is tried again after the next event.
+    /// one that still holds ciphertext not decrypted yet is tried again after the next event.
     /// </summary>
     private void TrimTls()
     {
@@ -447,8 +447,8 @@ internal sealed class EpollSplice : IReadinessListener, IValueTaskSource<SpliceR
 
     /// <summary>
     /// The end, once: both sockets are shut down (as the stream splice does) and handed back to operations, unsent
-    /// bytes dropped (see the remarks), the TLS record layer given back to its stream, and the result given to the session. Nothing
-    /// may touch this splice's sockets afterwards: the session may dispose them inside
+    /// bytes dropped (see the remarks), the TLS record layer given back to its stream, and the result given to the
+    /// session. Nothing may touch this splice's sockets afterwards: the session may dispose them inside
     /// <see cref="ManualResetValueTaskSourceCore{TResult}.SetResult"/>.
     /// </summary>
     private void Finish(SpliceOutcome outcome)

@@ -72,6 +72,11 @@ internal static unsafe class OpenSslNative
         }
     }
 
+    /// <summary>A connection's options (SSL_OP_*): SSL_get_options.</summary>
+    public static ulong SslGetOptions(nint ssl) => Functions.SslGetOptions != null
+        ? Functions.SslGetOptions(ssl)
+        : (ulong)Functions.SslCtrl(ssl, SslCtrlOptions, 0, 0); // adding nothing returns them, in 1.1.1
+
     public static int SslRead(nint ssl, byte* buffer, int count) => Functions.SslRead(ssl, buffer, count);
 
     public static int SslWrite(nint ssl, byte* buffer, int count) => Functions.SslWrite(ssl, buffer, count);
@@ -131,6 +136,7 @@ internal static unsafe class OpenSslNative
                 var crypto = Load(LibraryName("libcrypto", version), version);
                 SslCtrl = (delegate* unmanaged<nint, int, nint, nint, nint>)Export(ssl, "SSL_ctrl");
                 SslSetOptions = NativeLibrary.TryGetExport(ssl, "SSL_set_options", out var setOptions) ? (delegate* unmanaged<nint, ulong, ulong>)setOptions : null;
+                SslGetOptions = NativeLibrary.TryGetExport(ssl, "SSL_get_options", out var getOptions) ? (delegate* unmanaged<nint, ulong>)getOptions : null;
                 SslRead = (delegate* unmanaged<nint, byte*, int, int>)Export(ssl, "SSL_read");
                 SslWrite = (delegate* unmanaged<nint, byte*, int, int>)Export(ssl, "SSL_write");
                 SslGetError = (delegate* unmanaged<nint, int, int>)Export(ssl, "SSL_get_error");
@@ -157,6 +163,8 @@ internal static unsafe class OpenSslNative
         public static delegate* unmanaged<nint, int, nint, nint, nint> SslCtrl { get; }
 
         public static delegate* unmanaged<nint, ulong, ulong> SslSetOptions { get; }
+
+        public static delegate* unmanaged<nint, ulong> SslGetOptions { get; }
 
         public static delegate* unmanaged<nint, byte*, int, int> SslRead { get; }
 

@@ -212,6 +212,9 @@ internal sealed unsafe class TlsRecordLayer
         }
     }
 
+    /// <summary>The connection's options, SSL_OP_* (for tests and diagnostics).</summary>
+    internal ulong Options => OpenSslNative.SslGetOptions(_ssl);
+
     /// <summary>The sizes of the read and write BIOs' buffers (for tests and diagnostics).</summary>
     internal (long Read, long Write) BufferCapacities => (Capacity(_readBio), Capacity(_writeBio));
 

@@ -28,6 +28,9 @@ public sealed class TlsRecordLayerTests : IDisposable
         Assert.True(layer is not null, reason);
         try
         {
+            // A renegotiation would run on the engine thread in the middle of the splice: refused from now on.
+            Assert.NotEqual(0UL, layer.Options & OpenSslNative.SslOpNoRenegotiation);
+
             // Client to server: ciphertext from the socket, fed in, decrypted.
             var upload = RandomNumberGenerator.GetBytes(100_000);
             var writing = pair.Client.WriteAsync(upload).AsTask();

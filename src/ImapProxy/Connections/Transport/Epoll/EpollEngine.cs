@@ -281,14 +281,22 @@ internal sealed unsafe class EpollLoop : IDisposable
         var offset = LibC.EpollDataOffset;
         var events = (byte*)NativeMemory.Alloc((nuint)(MaxEvents * size));
 
-        // Held while the thread runs: a Stop from elsewhere closes the descriptors only after the thread is done.
+        // Held while the thread runs: a Dispose from elsewhere closes the descriptors only after the thread is done.
         var epollHeld = false;
         var wakeHeld = false;
         try
         {
             _epoll.DangerousAddRef(ref epollHeld);
             _wake.DangerousAddRef(ref wakeHeld);
-            while (!_stopping)
+        }
+        catch (ObjectDisposedException)
+        {
+            // Disposed before the thread got going.
+        }
+
+        try
+        {
+            while (epollHeld && wakeHeld && !_stopping)
             {
                 var count = LibC.EpollWait(_epoll.Fd, events, MaxEvents, -1);
                 if (count < 0)
@@ -328,10 +336,6 @@ internal sealed unsafe class EpollLoop : IDisposable
                     Run(work.Action, work.State);
                 }
             }
-        }
-        catch (ObjectDisposedException)
-        {
-            // Stopped before the thread got going.
         }
         finally
         {

@@ -26,9 +26,7 @@ internal static unsafe partial class LibC
     public const int EfdCloexec = 0x80000;
     public const int EfdNonblock = 0x800;
 
-    public const int FGetFl = 3;
-    public const int FSetFl = 4;
-    public const int ONonblock = 0x800;
+    public const nuint FionBio = 0x5421; // FIONBIO (x86-64 and arm64)
 
     public const int MsgPeek = 0x2;
     public const int MsgNosignal = 0x4000;
@@ -75,9 +73,10 @@ internal static unsafe partial class LibC
     [LibraryImport(Library, EntryPoint = "connect", SetLastError = true)]
     public static partial int Connect(int fd, byte* address, uint length);
 
-    // fcntl is variadic; with integer arguments the calling convention is that of a plain call on x86-64 and arm64.
-    [LibraryImport(Library, EntryPoint = "fcntl", SetLastError = true)]
-    public static partial int Fcntl(int fd, int command, int argument);
+    // ioctl is variadic; with integer and pointer arguments the calling convention is that of a plain call on x86-64
+    // and arm64 Linux.
+    [LibraryImport(Library, EntryPoint = "ioctl", SetLastError = true)]
+    public static partial int Ioctl(int fd, nuint request, int* argument);
 
     /// <summary>The <see cref="SocketError"/> for a Linux errno (the values .NET itself reports for them).</summary>
     public static SocketError ToSocketError(int errno) => errno switch
