@@ -199,13 +199,13 @@ internal sealed class EpollSplice : IReadinessListener, IValueTaskSource<SpliceR
                     return;
                 }
 
-                // Large reads grow the read BIO's buffer; and while the backend is full, ciphertext waits in it.
-                var fed = DecryptToBackend();
-                _tlsBuffersGrew |= read > TlsRecordLayer.TrimAbove || _tls.PendingInput > 0;
-                if (!fed)
+                if (!DecryptToBackend())
                 {
-                    return;
+                    return; // ended: the record layer is given back already, and must not be touched
                 }
+
+                // Large reads grow the read BIO's buffer; and while the backend is full, ciphertext waits in it.
+                _tlsBuffersGrew |= read > TlsRecordLayer.TrimAbove || _tls.PendingInput > 0;
             }
         }
     }

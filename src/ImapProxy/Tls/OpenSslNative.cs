@@ -32,7 +32,6 @@ internal static unsafe class OpenSslNative
     public const int BioGetBufMemPtr = 115;    // BIO_C_GET_BUF_MEM_PTR (BIO_get_mem_ptr)
     public const int BioClose = 1;             // BIO_CLOSE: the BIO frees the BUF_MEM it is given
     public const ulong SslOpNoRenegotiation = 0x40000000; // SSL_OP_NO_RENEGOTIATION (1.1.1 and 3.x)
-    private const int SslCtrlOptions = 32;     // SSL_CTRL_OPTIONS: SSL_set_options before OpenSSL 3
 
     private const string SafeSslHandleType = "Microsoft.Win32.SafeHandles.SafeSslHandle";
 
@@ -59,23 +58,11 @@ internal static unsafe class OpenSslNative
 
     public static long SslCtrl(nint ssl, int command, long argument) => (long)Functions.SslCtrl(ssl, command, (nint)argument, 0);
 
-    /// <summary>Adds <paramref name="options"/> (SSL_OP_*) to a connection's: SSL_set_options.</summary>
-    public static void SslSetOptions(nint ssl, ulong options)
-    {
-        if (Functions.SslSetOptions != null)
-        {
-            _ = Functions.SslSetOptions(ssl, options); // a function since OpenSSL 3
-        }
-        else
-        {
-            _ = Functions.SslCtrl(ssl, SslCtrlOptions, (nint)options, 0); // a macro over SSL_ctrl in 1.1.1
-        }
-    }
+    /// <summary>Adds <paramref name="options"/> (SSL_OP_*) to a connection's (C unsigned long in 1.1.1, uint64_t in 3.x).</summary>
+    public static void SslSetOptions(nint ssl, ulong options) => _ = Functions.SslSetOptions(ssl, options);
 
-    /// <summary>A connection's options (SSL_OP_*): SSL_get_options.</summary>
-    public static ulong SslGetOptions(nint ssl) => Functions.SslGetOptions != null
-        ? Functions.SslGetOptions(ssl)
-        : (ulong)Functions.SslCtrl(ssl, SslCtrlOptions, 0, 0); // adding nothing returns them, in 1.1.1
+    /// <summary>A connection's options (SSL_OP_*).</summary>
+    public static ulong SslGetOptions(nint ssl) => Functions.SslGetOptions(ssl);
 
     public static int SslRead(nint ssl, byte* buffer, int count) => Functions.SslRead(ssl, buffer, count);
 
@@ -135,8 +122,8 @@ internal static unsafe class OpenSslNative
                 var ssl = Load(LibraryName("libssl", version), version);
                 var crypto = Load(LibraryName("libcrypto", version), version);
                 SslCtrl = (delegate* unmanaged<nint, int, nint, nint, nint>)Export(ssl, "SSL_ctrl");
-                SslSetOptions = NativeLibrary.TryGetExport(ssl, "SSL_set_options", out var setOptions) ? (delegate* unmanaged<nint, ulong, ulong>)setOptions : null;
-                SslGetOptions = NativeLibrary.TryGetExport(ssl, "SSL_get_options", out var getOptions) ? (delegate* unmanaged<nint, ulong>)getOptions : null;
+                SslSetOptions = (delegate* unmanaged<nint, ulong, ulong>)Export(ssl, "SSL_set_options");
+                SslGetOptions = (delegate* unmanaged<nint, ulong>)Export(ssl, "SSL_get_options");
                 SslRead = (delegate* unmanaged<nint, byte*, int, int>)Export(ssl, "SSL_read");
                 SslWrite = (delegate* unmanaged<nint, byte*, int, int>)Export(ssl, "SSL_write");
                 SslGetError = (delegate* unmanaged<nint, int, int>)Export(ssl, "SSL_get_error");

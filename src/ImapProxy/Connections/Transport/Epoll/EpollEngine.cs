@@ -201,7 +201,8 @@ internal sealed unsafe class EpollLoop : IDisposable
 
     /// <summary>
     /// Runs <paramref name="action"/> on this loop's thread: at once when called there, else soon. Once the loop is
-    /// stopping, throws <see cref="ObjectDisposedException"/> (work queued just as it stops may never run).
+    /// stopping, throws a <see cref="SocketException"/> (Shutdown), as for a socket added then; work queued just as it
+    /// stops may never run.
     /// </summary>
     public void Execute(Action<object?> action, object? state)
     {
@@ -211,7 +212,11 @@ internal sealed unsafe class EpollLoop : IDisposable
             return;
         }
 
-        ObjectDisposedException.ThrowIf(_stopping, this);
+        if (_stopping)
+        {
+            throw new SocketException((int)SocketError.Shutdown);
+        }
+
         _work.Enqueue((action, state));
         if (Interlocked.Exchange(ref _wakePending, 1) == 0)
         {

@@ -487,23 +487,33 @@ internal sealed class EpollSocket : IEpollHandler, IValueTaskSource<int>, IValue
     private void ContinueRead(int waiting)
     {
         int result;
+        bool done;
         Exception? failure = null;
         try
         {
-            if (!TryRead(waiting, out result, out var error))
-            {
-                return; // waiting again
-            }
-
-            if (result < 0)
+            done = TryRead(waiting, out result, out var error);
+            if (done && result < 0)
             {
                 failure = new SocketException((int)error);
             }
         }
         catch (Exception ex)
         {
+            done = true;
             result = -1;
             failure = ex;
+        }
+
+        if (!done)
+        {
+            // Waiting again. A cancellation while this thread held the waiter found nothing to cancel; it is looked
+            // at again now that the waiter is back (the publish's full fence pairs with the token's).
+            if (waiting == WaitingForPeek && _readCancelToken.IsCancellationRequested)
+            {
+                CancelRead();
+            }
+
+            return;
         }
 
         _readBuffer = default;
@@ -543,13 +553,6 @@ internal sealed class EpollSocket : IEpollHandler, IValueTaskSource<int>, IValue
 
             if (PublishRead(waiting, seen))
             {
-                // A cancellation while this thread held the waiter found nothing to cancel; it is looked at again
-                // now that the waiter is back (the publish's full fence pairs with the token's).
-                if (waiting == WaitingForPeek && _readCancelToken.IsCancellationRequested)
-                {
-                    CancelRead();
-                }
-
                 return false;
             }
         }
