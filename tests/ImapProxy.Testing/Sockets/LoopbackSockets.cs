@@ -29,4 +29,24 @@ public static class LoopbackSockets
             throw;
         }
     }
+
+    /// <summary>
+    /// Until <paramref name="socket"/> has at least <paramref name="count"/> bytes queued for reading (loopback delivers
+    /// within the peer's send nearly always, so this rarely loops); a <see cref="TimeoutException"/> after
+    /// <paramref name="limit"/>.
+    /// </summary>
+    public static async Task WaitForAvailableAsync(Socket socket, int count, TimeSpan limit)
+    {
+        ArgumentNullException.ThrowIfNull(socket);
+        var deadline = DateTime.UtcNow + limit;
+        while (socket.Available < count)
+        {
+            if (DateTime.UtcNow >= deadline)
+            {
+                throw new TimeoutException($"{count} bytes never arrived ({socket.Available} did)");
+            }
+
+            await Task.Yield();
+        }
+    }
 }

@@ -24,7 +24,7 @@ public sealed class OpenSslBuffersTests : IDisposable
     public async Task TryRelease_SetsTheModeAndTheConnectionStillCarriesData()
     {
         Assert.True(OperatingSystem.IsLinux(), "the proxy's TLS memory figures are for Linux/OpenSSL");
-        await using var pair = await TlsPair.ConnectAsync(TestCertificates.CreateSelfSigned(_directory));
+        await using var pair = await TlsLoopbackPair.ConnectAsync(TestCertificates.CreateSelfSigned(_directory));
 
         var before = OpenSslBuffers.GetMode(pair.Server);
         Assert.NotNull(before);
@@ -37,23 +37,23 @@ public sealed class OpenSslBuffersTests : IDisposable
         Assert.Equal(before.Value | ReleaseBuffers, OpenSslBuffers.GetMode(pair.Server));
 
         // Buffers are freed and allocated again around every record: full records, small ones, both ways.
-        await pair.AssertRoundTripAsync(RandomNumberGenerator.GetBytes(300_000));
-        await pair.AssertRoundTripAsync("a1 NOOP\r\n"u8.ToArray());
-        await pair.AssertRoundTripAsync(RandomNumberGenerator.GetBytes(70_001));
+        await AssertRoundTripAsync(pair, RandomNumberGenerator.GetBytes(300_000));
+        await AssertRoundTripAsync(pair, "a1 NOOP\r\n"u8.ToArray());
+        await AssertRoundTripAsync(pair, RandomNumberGenerator.GetBytes(70_001));
     }
 
     [Fact]
     public async Task Policy_AppliesTheOptionAndLeavesTheModeAloneWhenOff()
     {
-        await using var on = await TlsPair.ConnectAsync(TestCertificates.CreateSelfSigned(_directory));
-        await using var off = await TlsPair.ConnectAsync(TestCertificates.CreateSelfSigned(_directory));
+        await using var on = await TlsLoopbackPair.ConnectAsync(TestCertificates.CreateSelfSigned(_directory));
+        await using var off = await TlsLoopbackPair.ConnectAsync(TestCertificates.CreateSelfSigned(_directory));
 
         Policy(release: true).Apply(on.Server);
         Policy(release: false).Apply(off.Server);
 
         Assert.Equal(ReleaseBuffers, OpenSslBuffers.GetMode(on.Server)!.Value & ReleaseBuffers);
         Assert.Equal(0, OpenSslBuffers.GetMode(off.Server)!.Value & ReleaseBuffers);
-        await on.AssertRoundTripAsync(RandomNumberGenerator.GetBytes(40_000));
+        await AssertRoundTripAsync(on, RandomNumberGenerator.GetBytes(40_000));
     }
 
     [Fact]
@@ -70,40 +70,20 @@ public sealed class OpenSslBuffersTests : IDisposable
         return new(options, new AllocatorTrim(options, TimeProvider.System, NullLogger<AllocatorTrim>.Instance), NullLogger<TlsBufferPolicy>.Instance);
     }
 
-    private sealed record TlsPair(SslStream Server, SslStream Client) : IAsyncDisposable
+    /// <summary>Both directions of <paramref name="pair"/> carry <paramref name="data"/> intact.</summary>
+    private static async Task AssertRoundTripAsync(TlsLoopbackPair pair, byte[] data)
     {
-        public static async Task<TlsPair> ConnectAsync(TestCertificate certificate)
-        {
-            var (clientSocket, serverSocket) = await LoopbackSockets.ConnectPairAsync();
+        await Transfer(pair.Client, pair.Server, data);
+        await Transfer(pair.Server, pair.Client, data);
+    }
 
-            var server = new SslStream(new NetworkStream(serverSocket, ownsSocket: true));
-            var client = new SslStream(new NetworkStream(clientSocket, ownsSocket: true), false, (_, cert, _, _) => cert?.GetRawCertData().AsSpan().SequenceEqual(certificate.Certificate.RawData) == true);
-            await Task.WhenAll(
-                server.AuthenticateAsServerAsync(new SslServerAuthenticationOptions { ServerCertificate = certificate.Certificate }),
-                client.AuthenticateAsClientAsync("localhost"));
-            return new TlsPair(server, client);
-        }
-
-        public async Task AssertRoundTripAsync(byte[] data)
-        {
-            await Transfer(Client, Server, data);
-            await Transfer(Server, Client, data);
-        }
-
-        public async ValueTask DisposeAsync()
-        {
-            await Server.DisposeAsync();
-            await Client.DisposeAsync();
-        }
-
-        private static async Task Transfer(SslStream from, SslStream to, byte[] data)
-        {
-            var received = new byte[data.Length];
-            var read = to.ReadExactlyAsync(received).AsTask();
-            await from.WriteAsync(data);
-            await from.FlushAsync();
-            await read;
-            Assert.Equal(data, received);
-        }
+    private static async Task Transfer(SslStream from, SslStream to, byte[] data)
+    {
+        var received = new byte[data.Length];
+        var read = to.ReadExactlyAsync(received).AsTask();
+        await from.WriteAsync(data);
+        await from.FlushAsync();
+        await read;
+        Assert.Equal(data, received);
     }
 }

@@ -23,7 +23,7 @@ public sealed class TlsRecordLayerTests : IDisposable
     [Fact]
     public async Task TheLayerCarriesBothWays_GivesItsBuffersBack_AndTheStreamWritesOnAfterwards()
     {
-        await using var pair = await Pair.ConnectAsync(TestCertificates.CreateSelfSigned(_directory));
+        await using var pair = await TlsLoopbackPair.ConnectAsync(TestCertificates.CreateSelfSigned(_directory));
         var layer = TlsRecordLayer.TryTakeOver(pair.Server, out var reason);
         Assert.True(layer is not null, reason);
         try
@@ -69,7 +69,7 @@ public sealed class TlsRecordLayerTests : IDisposable
     [Fact]
     public async Task CiphertextNotReadYet_KeepsItsBuffer_AndAPartialRecordMovesIntoOpenSsl()
     {
-        await using var pair = await Pair.ConnectAsync(TestCertificates.CreateSelfSigned(_directory));
+        await using var pair = await TlsLoopbackPair.ConnectAsync(TestCertificates.CreateSelfSigned(_directory));
         var layer = TlsRecordLayer.TryTakeOver(pair.Server, out var reason);
         Assert.True(layer is not null, reason);
         try
@@ -107,7 +107,7 @@ public sealed class TlsRecordLayerTests : IDisposable
     [Fact]
     public async Task ThePeersCloseNotify_IsClosed()
     {
-        await using var pair = await Pair.ConnectAsync(TestCertificates.CreateSelfSigned(_directory));
+        await using var pair = await TlsLoopbackPair.ConnectAsync(TestCertificates.CreateSelfSigned(_directory));
         var layer = TlsRecordLayer.TryTakeOver(pair.Server, out _)!;
         try
         {
@@ -133,7 +133,7 @@ public sealed class TlsRecordLayerTests : IDisposable
     [Fact]
     public async Task GarbageInsteadOfARecord_Fails()
     {
-        await using var pair = await Pair.ConnectAsync(TestCertificates.CreateSelfSigned(_directory));
+        await using var pair = await TlsLoopbackPair.ConnectAsync(TestCertificates.CreateSelfSigned(_directory));
         var layer = TlsRecordLayer.TryTakeOver(pair.Server, out _)!;
         try
         {
@@ -150,12 +150,12 @@ public sealed class TlsRecordLayerTests : IDisposable
     [Fact]
     public async Task AStreamHoldingReceivedBytes_IsNotTakenOver()
     {
-        await using var pair = await Pair.ConnectAsync(TestCertificates.CreateSelfSigned(_directory));
+        await using var pair = await TlsLoopbackPair.ConnectAsync(TestCertificates.CreateSelfSigned(_directory));
 
         // Two records in one go; the stream returns the first and keeps the second in its buffer.
         await pair.Client.WriteAsync("first\r\n"u8.ToArray());
         await pair.Client.WriteAsync("second\r\n"u8.ToArray());
-        await WaitUntilAvailableAsync(pair.ServerSocket, 2 * (5 + 1 + 16) + 15); // two TLS 1.3 records: header, type, tag
+        await LoopbackSockets.WaitForAvailableAsync(pair.ServerSocket, 2 * (5 + 1 + 16) + 15, s_limit); // two TLS 1.3 records: header, type, tag
         var one = new byte[7];
         await pair.Server.ReadExactlyAsync(one).AsTask().WaitAsync(s_limit);
 
@@ -164,7 +164,7 @@ public sealed class TlsRecordLayerTests : IDisposable
         Assert.Equal("SslStream holds received bytes", reason);
     }
 
-    private static async Task<byte[]> ReceivePlaintextAsync(Pair pair, TlsRecordLayer layer, int count)
+    private static async Task<byte[]> ReceivePlaintextAsync(TlsLoopbackPair pair, TlsRecordLayer layer, int count)
     {
         var result = new byte[count];
         var buffer = new byte[64 * 1024];
@@ -186,7 +186,7 @@ public sealed class TlsRecordLayerTests : IDisposable
         return result;
     }
 
-    private static async Task SendOutputAsync(Pair pair, TlsRecordLayer layer)
+    private static async Task SendOutputAsync(TlsLoopbackPair pair, TlsRecordLayer layer)
     {
         var buffer = new byte[64 * 1024];
         int taken;
@@ -203,37 +203,5 @@ public sealed class TlsRecordLayerTests : IDisposable
         var buffer = new byte[count];
         await stream.ReadExactlyAsync(buffer);
         return buffer;
-    }
-
-    private static async Task WaitUntilAvailableAsync(Socket socket, int count)
-    {
-        var deadline = DateTime.UtcNow + s_limit;
-        while (socket.Available < count)
-        {
-            Assert.True(DateTime.UtcNow < deadline);
-            await Task.Yield();
-        }
-    }
-
-    /// <summary>A TLS connection whose server side runs over a socket the test can also read and write directly.</summary>
-    private sealed record Pair(SslStream Server, SslStream Client, Socket ServerSocket) : IAsyncDisposable
-    {
-        public static async Task<Pair> ConnectAsync(TestCertificate certificate)
-        {
-            var (clientSocket, serverSocket) = await LoopbackSockets.ConnectPairAsync();
-            var server = new SslStream(new NetworkStream(serverSocket, ownsSocket: false));
-            var client = new SslStream(new NetworkStream(clientSocket, ownsSocket: true), false, (_, cert, _, _) => cert?.GetRawCertData().AsSpan().SequenceEqual(certificate.Certificate.RawData) == true);
-            await Task.WhenAll(
-                server.AuthenticateAsServerAsync(new SslServerAuthenticationOptions { ServerCertificate = certificate.Certificate }),
-                client.AuthenticateAsClientAsync("localhost")).WaitAsync(s_limit);
-            return new Pair(server, client, serverSocket);
-        }
-
-        public async ValueTask DisposeAsync()
-        {
-            await Server.DisposeAsync();
-            await Client.DisposeAsync();
-            ServerSocket.Dispose();
-        }
     }
 }

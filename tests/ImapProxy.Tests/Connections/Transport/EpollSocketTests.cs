@@ -84,7 +84,7 @@ public sealed class EpollSocketTests : IDisposable
         await HoldAsync(loop, gate);
         await blockerPeer.SendAsync("b"u8.ToArray());
         await peer.SendAsync("abc"u8.ToArray());
-        await WaitForAvailableAsync(accepted, 3);
+        await LoopbackSockets.WaitForAvailableAsync(accepted, 3, s_limit);
         gate.Set(); // one epoll_wait collects both: the blocker's handler runs first and holds the loop
         await blocking.Entered.WaitAsync(s_limit);
 
@@ -408,17 +408,6 @@ public sealed class EpollSocketTests : IDisposable
             gate.Wait(s_limit);
         }, null));
         await held.Task.WaitAsync(s_limit);
-    }
-
-    private static async Task WaitForAvailableAsync(Socket socket, int count)
-    {
-        var deadline = DateTime.UtcNow + s_limit;
-        while (socket.Available < count)
-        {
-            // Loopback delivers within the send nearly always; bounded.
-            Assert.True(DateTime.UtcNow < deadline, "the bytes never arrived");
-            await Task.Yield();
-        }
     }
 
     private static Socket Listen()
