@@ -11,11 +11,11 @@ public sealed class ResponseBoundaryTracker
     // The end of the current line is kept to find a literal marker ("{n}" or "{n+}"); enough for any real size.
     private const int MaxMarker = 24;
 
-    private readonly byte[] _tail = new byte[MaxMarker];
-    private readonly byte[] _head = new byte[6];
+    // Held in the object itself, not in arrays of their own: a spliced session keeps its tracker for its whole life.
+    private TailBuffer _tail;
     private long _literalRemaining;
     private int _tailLength;
-    private int _headLength;
+    private int _byeMatched; // how much of the first line matches "* BYE " so far; -1 once it cannot
     private bool _atLineStart = true;
     private bool _inFirstLine = true;
 
@@ -52,7 +52,7 @@ public sealed class ResponseBoundaryTracker
             }
 
             data = data[(lf + 1)..];
-            var line = _tail.AsSpan(0, _tailLength);
+            var line = ((Span<byte>)_tail)[.._tailLength];
             if (!line.IsEmpty && line[^1] == ImapBytes.Cr)
             {
                 line = line[..^1];
@@ -70,23 +70,29 @@ public sealed class ResponseBoundaryTracker
             {
                 _atLineStart = true;
                 _inFirstLine = true;
-                _headLength = 0;
+                _byeMatched = 0;
             }
         }
     }
 
-    /// <summary>Collects the first bytes of a response's first line to spot "* BYE ".</summary>
+    /// <summary>Matches the first bytes of a response's first line against "* BYE ".</summary>
     private void RememberHead(ReadOnlySpan<byte> bytes)
     {
-        if (_headLength == _head.Length)
+        var bye = "* BYE "u8;
+        if (_byeMatched < 0 || _byeMatched == bye.Length)
         {
             return;
         }
 
-        var take = Math.Min(bytes.Length, _head.Length - _headLength);
-        bytes[..take].CopyTo(_head.AsSpan(_headLength));
-        _headLength += take;
-        if (_headLength == _head.Length && _head.AsSpan().SequenceEqual("* BYE "u8))
+        var take = Math.Min(bytes.Length, bye.Length - _byeMatched);
+        if (!bytes[..take].SequenceEqual(bye.Slice(_byeMatched, take)))
+        {
+            _byeMatched = -1;
+            return;
+        }
+
+        _byeMatched += take;
+        if (_byeMatched == bye.Length)
         {
             SawBye = true;
         }
@@ -94,16 +100,23 @@ public sealed class ResponseBoundaryTracker
 
     private void Remember(ReadOnlySpan<byte> bytes)
     {
+        Span<byte> tail = _tail;
         if (bytes.Length >= MaxMarker)
         {
-            bytes[^MaxMarker..].CopyTo(_tail);
+            bytes[^MaxMarker..].CopyTo(tail);
             _tailLength = MaxMarker;
             return;
         }
 
         var keep = Math.Min(_tailLength, MaxMarker - bytes.Length);
-        _tail.AsSpan(_tailLength - keep, keep).CopyTo(_tail);
-        bytes.CopyTo(_tail.AsSpan(keep));
+        tail.Slice(_tailLength - keep, keep).CopyTo(tail);
+        bytes.CopyTo(tail[keep..]);
         _tailLength = keep + bytes.Length;
+    }
+
+    [System.Runtime.CompilerServices.InlineArray(MaxMarker)]
+    private struct TailBuffer
+    {
+        private byte _first;
     }
 }

@@ -9,13 +9,12 @@ namespace ImapProxy.Backends;
 /// </summary>
 internal sealed class BackendConnection : IAsyncDisposable
 {
-    public BackendConnection(BackendEndpoint endpoint, Socket socket, Stream stream, PipeReader input, byte[] capabilities)
+    public BackendConnection(BackendEndpoint endpoint, Socket socket, Stream stream, PipeReader input)
     {
         Endpoint = endpoint;
         Socket = socket;
         Stream = stream;
         Input = input;
-        Capabilities = capabilities;
     }
 
     public BackendEndpoint Endpoint { get; }
@@ -30,9 +29,6 @@ internal sealed class BackendConnection : IAsyncDisposable
     /// what it held (<see cref="ReleaseInput"/>).
     /// </summary>
     public PipeReader? Input { get; private set; }
-
-    /// <summary>The backend's post-login capability list (without the "CAPABILITY" keyword).</summary>
-    public byte[] Capabilities { get; }
 
     /// <summary>
     /// Completes the hand-over's reader and lets go of it: its segment pool would otherwise stay in memory for the

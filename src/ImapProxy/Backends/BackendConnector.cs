@@ -39,6 +39,12 @@ internal readonly record struct BackendLoginResult(BackendLoginOutcome Outcome, 
 {
     public string? ErrorType { get; init; }
 
+    /// <summary>
+    /// On success, the backend's post-login capability list (without the "CAPABILITY" keyword), for the client's
+    /// tagged OK. Not kept on the connection: a spliced session has no further use for it.
+    /// </summary>
+    public byte[]? Capabilities { get; init; }
+
     public TimeSpan ConnectDuration { get; init; }
 
     public TimeSpan AuthDuration { get; init; }
@@ -176,8 +182,8 @@ internal sealed class BackendConnector
             }
 
             var postLogin = status.Capabilities ?? await FetchCapabilitiesAsync(handover, linked.Token);
-            var connection = new BackendConnection(backend, handover.Socket!, handover.Stream!, handover.Reader!, postLogin);
-            return new(BackendLoginOutcome.Success, connection, "");
+            var connection = new BackendConnection(backend, handover.Socket!, handover.Stream!, handover.Reader!);
+            return new(BackendLoginOutcome.Success, connection, "") { Capabilities = postLogin };
         }
         catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
         {

@@ -486,7 +486,7 @@ internal sealed class ClientSession
                 var output = _output!;
                 ResponseWriter.Write(output, request.Tag);
                 ResponseWriter.Write(output, " OK [CAPABILITY "u8);
-                ResponseWriter.Write(output, connection.Capabilities);
+                ResponseWriter.Write(output, login.Capabilities!);
                 ResponseWriter.Write(output, "] Logged in\r\n"u8);
                 machine.OnLoginSucceeded().Dispose();
                 try

@@ -140,8 +140,7 @@ public sealed class SpliceControlTests
                 new BackendEndpoint("b1", "127.0.0.1", ((IPEndPoint)peer.LocalEndPoint!).Port, 1),
                 socket,
                 stream,
-                PipeReader.Create(stream, new StreamPipeReaderOptions(leaveOpen: true)),
-                []);
+                PipeReader.Create(stream, new StreamPipeReaderOptions(leaveOpen: true)));
             return new SessionSockets(clientSide, client, connection, peer);
         }
 

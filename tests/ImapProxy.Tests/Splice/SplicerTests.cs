@@ -245,7 +245,7 @@ public sealed class SplicerTests : IAsyncDisposable
             input.AdvanceTo(read.Buffer.Start); // as the hand-over leaves it: consumed up to the OK line, nothing after examined
         }
 
-        _backend = new BackendConnection(new BackendEndpoint("b1", "127.0.0.1", 143, 1), socket, stream, input, []);
+        _backend = new BackendConnection(new BackendEndpoint("b1", "127.0.0.1", 143, 1), socket, stream, input);
 
         // The client: a small window on request, so that a client that does not read blocks the splice's writes soon.
         (_client, _clientSide) = await LoopbackSockets.ConnectPairAsync(client =>

@@ -61,6 +61,24 @@ public sealed class EpollSocketTests : IDisposable
     }
 
     [Fact]
+    public async Task WhatArrivedBeforeTheSocketJoinedItsLoop_IsRead_AndSoIsTheEnd()
+    {
+        // A fresh socket waits for its first event rather than trying a receive; joining the loop must report what
+        // is there already, or this read would wait forever.
+        var (connecting, accepted) = await LoopbackSockets.ConnectPairAsync();
+        _owned.Add(connecting);
+        await connecting.SendAsync("early"u8.ToArray());
+        connecting.Shutdown(SocketShutdown.Send);
+        await LoopbackSockets.WaitForAvailableAsync(accepted, 5, s_limit);
+        var socket = Own(new EpollSocket(accepted, _engine.NextLoop()), accepted);
+
+        var buffer = new byte[64];
+        Assert.Equal(5, await socket.ReceiveAsync(buffer).AsTask().WaitAsync(s_limit));
+        Assert.Equal("early"u8.ToArray(), buffer[..5]);
+        Assert.Equal(0, await socket.ReceiveAsync(buffer).AsTask().WaitAsync(s_limit));
+    }
+
+    [Fact]
     public async Task AZeroByteRead_WokenForBytesAReadTookAlready_GoesOnWaiting()
     {
         // The loop has collected an arrival's event, and before it handles it a read on another thread takes the
@@ -80,10 +98,15 @@ public sealed class EpollSocketTests : IDisposable
         await Task.Run(() => loop.Execute(_ => blocker.SetListener(blocking), null));
         var markerRead = marker.ReceiveAsync(new byte[1]).AsTask();
 
+        // A first arrival, counted and left unread (a zero-byte read takes nothing): the read below tries the
+        // socket without waiting for the loop, which is about to be held.
+        await peer.SendAsync("a"u8.ToArray());
+        Assert.Equal(0, await socket.ReceiveAsync(Memory<byte>.Empty).AsTask().WaitAsync(s_limit));
+
         using var gate = new ManualResetEventSlim();
         await HoldAsync(loop, gate);
         await blockerPeer.SendAsync("b"u8.ToArray());
-        await peer.SendAsync("abc"u8.ToArray());
+        await peer.SendAsync("bc"u8.ToArray());
         await LoopbackSockets.WaitForAvailableAsync(accepted, 3, s_limit);
         gate.Set(); // one epoll_wait collects both: the blocker's handler runs first and holds the loop
         await blocking.Entered.WaitAsync(s_limit);
@@ -465,7 +488,7 @@ public sealed class EpollSocketTests : IDisposable
 
     private EpollSocket Own(EpollSocket socket, Socket underlying)
     {
-        // The engine's socket first (off epoll while the descriptor is open), then the socket.
+        // The engine's socket first, then the socket (whose close takes it out of epoll), as the proxy's owners do.
         _owned.Add(new Disposer(socket.Dispose));
         _owned.Add(underlying);
         return socket;

@@ -20,8 +20,11 @@ internal interface IReadinessListener
 /// Readiness is tracked per direction with a counter of the loop's events (edge-triggered epoll reports each new
 /// arrival once). A receive that comes back short, or with EAGAIN, marks the socket drained as of the count it saw
 /// before trying; the next read tries the socket only once the count has moved, so a read posted on a drained
-/// socket costs no system call. A waiting operation is published with a full fence and the count re-checked, and
-/// the loop bumps the count with a full fence before it looks for a waiter: one of the two always sees the other.
+/// socket costs no system call. A fresh socket counts as drained: adding it to epoll reports what arrived before
+/// (data or the end), so its first read waits for that event instead of trying a receive that would nearly always
+/// find nothing (a client speaks after the proxy's greeting, a backend once connected). A waiting operation is
+/// published with a full fence and the count re-checked, and the loop bumps the count with a full fence before it
+/// looks for a waiter: one of the two always sees the other.
 /// (TCP urgent data also makes a receive stop short; a peer that sends it stalls its own session until it sends
 /// again, as with nginx. IMAP has no use for it.)
 /// <para>
@@ -29,7 +32,7 @@ internal interface IReadinessListener
 /// it (and let the number be reused) during a system call.
 /// </para>
 /// </remarks>
-internal sealed class EpollSocket : IEpollHandler, IValueTaskSource<int>, IValueTaskSource
+internal sealed class EpollSocket : IEpollHandler
 {
     private const uint ReadEvents = LibC.EpollIn | LibC.EpollRdHup | LibC.EpollHup | LibC.EpollErr;
     private const uint WriteEvents = LibC.EpollOut | LibC.EpollHup | LibC.EpollErr;
@@ -50,19 +53,14 @@ internal sealed class EpollSocket : IEpollHandler, IValueTaskSource<int>, IValue
     private IReadinessListener? _listener;
 
     private int _readEvents;
-    private int _readDrainedAt = -1;
+    private int _readDrainedAt; // a fresh socket waits for its first event: registering reports what is there already
     private volatile bool _readEnded; // the peer's close or an error was reported: reads never wait again
     private int _readWaiting;
-    private Memory<byte> _readBuffer;
-    private ManualResetValueTaskSourceCore<int> _readCore;
-    private CancellationTokenRegistration _readCancellation;
-    private CancellationToken _readCancelToken; // the peer-close watch's, looked at again when the loop re-publishes it
+    private ReadOperation? _read; // created by the first read, dropped when a listener takes the events
 
     private int _writeEvents;
     private int _writeWaiting;
-    private ReadOnlyMemory<byte> _writeBuffer;
-    private ManualResetValueTaskSourceCore<int> _writeCore;
-    private CancellationTokenRegistration _writeCancellation;
+    private WriteOperation? _write;
 
     /// <summary>Takes over an accepted or created socket: non-blocking, registered on <paramref name="loop"/>.</summary>
     public EpollSocket(Socket socket, EpollLoop loop)
@@ -78,8 +76,6 @@ internal sealed class EpollSocket : IEpollHandler, IValueTaskSource<int>, IValue
         Loop = loop;
         _handle = socket.SafeHandle;
         _fd = (int)_handle.DangerousGetHandle();
-        _readCore.RunContinuationsAsynchronously = !loop.InlineContinuations;
-        _writeCore.RunContinuationsAsynchronously = !loop.InlineContinuations;
         SetNonBlocking(_fd);
         if (register)
         {
@@ -173,14 +169,15 @@ internal sealed class EpollSocket : IEpollHandler, IValueTaskSource<int>, IValue
                 }
             }
 
-            _readBuffer = buffer;
-            _readCore.Reset();
+            var read = _read ??= new ReadOperation(!Loop.InlineContinuations);
+            read.Buffer = buffer;
+            read.Core.Reset();
             if (PublishRead(WaitingToReceive, seen))
             {
-                return new ValueTask<int>(this, _readCore.Version);
+                return new ValueTask<int>(read, read.Core.Version);
             }
 
-            _readBuffer = default;
+            read.Buffer = default;
         }
     }
 
@@ -204,9 +201,10 @@ internal sealed class EpollSocket : IEpollHandler, IValueTaskSource<int>, IValue
                 }
             }
 
-            _readCore.Reset();
-            _readCancelToken = cancellationToken;
-            _readCancellation = cancellationToken.UnsafeRegister(static state => ((EpollSocket)state!).CancelRead(), this);
+            var read = _read ??= new ReadOperation(!Loop.InlineContinuations);
+            read.Core.Reset();
+            read.CancelToken = cancellationToken;
+            read.Cancellation = cancellationToken.UnsafeRegister(static state => ((EpollSocket)state!).CancelRead(), this);
             if (PublishRead(WaitingForPeek, seen))
             {
                 if (cancellationToken.IsCancellationRequested)
@@ -214,12 +212,12 @@ internal sealed class EpollSocket : IEpollHandler, IValueTaskSource<int>, IValue
                     CancelRead(); // cancelled before the waiter was there to be cancelled
                 }
 
-                return await new ValueTask<int>(this, _readCore.Version) == 0;
+                return await new ValueTask<int>(read, read.Core.Version) == 0;
             }
 
-            _readCancellation.Dispose();
-            _readCancellation = default;
-            _readCancelToken = default;
+            read.Cancellation.Dispose();
+            read.Cancellation = default;
+            read.CancelToken = default;
         }
     }
 
@@ -242,14 +240,15 @@ internal sealed class EpollSocket : IEpollHandler, IValueTaskSource<int>, IValue
             }
 
             buffer = buffer[Math.Max(sent, 0)..];
-            _writeBuffer = buffer;
-            _writeCore.Reset();
+            var write = _write ??= new WriteOperation(!Loop.InlineContinuations);
+            write.Buffer = buffer;
+            write.Core.Reset();
             if (PublishWrite(WaitingToSend, seen))
             {
-                return new ValueTask(this, _writeCore.Version);
+                return new ValueTask(write, write.Core.Version);
             }
 
-            _writeBuffer = default;
+            write.Buffer = default;
         }
     }
 
@@ -287,12 +286,18 @@ internal sealed class EpollSocket : IEpollHandler, IValueTaskSource<int>, IValue
 
     /// <summary>
     /// From now on (null: no longer) the socket's events go to <paramref name="listener"/> instead of waiting
-    /// operations. Only on the loop thread, with no operation waiting.
+    /// operations, whose state is let go of until the next one. Only on the loop thread, with no operation waiting.
     /// </summary>
     public void SetListener(IReadinessListener? listener)
     {
         System.Diagnostics.Debug.Assert(Loop.IsCurrent, "listeners are set on the loop thread");
         _listener = listener;
+        if (listener is not null)
+        {
+            // A completed operation's awaiter holds its own reference until it has taken the result.
+            _read = null;
+            _write = null;
+        }
     }
 
     void IEpollHandler.OnEvents(uint events)
@@ -348,8 +353,8 @@ internal sealed class EpollSocket : IEpollHandler, IValueTaskSource<int>, IValue
     }
 
     /// <summary>
-    /// Stops the socket's events and fails an operation still waiting. The socket itself is its owner's to dispose
-    /// (after this: the descriptor must stay open until it is out of epoll).
+    /// Stops the socket's events and fails an operation still waiting. The socket itself is its owner's to dispose,
+    /// next: closing the descriptor is what takes it out of epoll.
     /// </summary>
     public void Dispose()
     {
@@ -358,84 +363,23 @@ internal sealed class EpollSocket : IEpollHandler, IValueTaskSource<int>, IValue
             return;
         }
 
-        var added = false;
-        try
+        if (_registered)
         {
-            _handle.DangerousAddRef(ref added);
-            if (_registered)
-            {
-                Loop.Remove(_fd, _token);
-            }
-        }
-        catch (ObjectDisposedException)
-        {
-            // Closed already, which took it out of epoll; the handler slot still has to go.
-            if (_registered)
-            {
-                Loop.Remove(-1, _token);
-            }
-        }
-        finally
-        {
-            if (added)
-            {
-                _handle.DangerousRelease();
-            }
+            Loop.Remove(_token);
         }
 
         if (Interlocked.Exchange(ref _readWaiting, NotWaiting) != NotWaiting)
         {
-            _readBuffer = default;
-            _readCore.SetException(new ObjectDisposedException(nameof(EpollSocket)));
+            _read!.Buffer = default;
+            _read.Core.SetException(new ObjectDisposedException(nameof(EpollSocket)));
         }
 
         if (Interlocked.Exchange(ref _writeWaiting, NotWaiting) != NotWaiting)
         {
-            _writeBuffer = default;
-            _writeCore.SetException(new ObjectDisposedException(nameof(EpollSocket)));
+            _write!.Buffer = default;
+            _write.Core.SetException(new ObjectDisposedException(nameof(EpollSocket)));
         }
     }
-
-    int IValueTaskSource<int>.GetResult(short token)
-    {
-        _readCancellation.Dispose(); // a late cancellation must not reach the next read
-        _readCancellation = default;
-        _readCancelToken = default;
-        try
-        {
-            return _readCore.GetResult(token);
-        }
-        finally
-        {
-            // The core keeps its last continuation's state (the awaiting state machine, and what that holds) until
-            // the next reset: for an idle session that is for hours.
-            _readCore.Reset();
-        }
-    }
-
-    ValueTaskSourceStatus IValueTaskSource<int>.GetStatus(short token) => _readCore.GetStatus(token);
-
-    void IValueTaskSource<int>.OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags) =>
-        _readCore.OnCompleted(continuation, state, token, flags);
-
-    void IValueTaskSource.GetResult(short token)
-    {
-        _writeCancellation.Dispose();
-        _writeCancellation = default;
-        try
-        {
-            _writeCore.GetResult(token);
-        }
-        finally
-        {
-            _writeCore.Reset();
-        }
-    }
-
-    ValueTaskSourceStatus IValueTaskSource.GetStatus(short token) => _writeCore.GetStatus(token);
-
-    void IValueTaskSource.OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags) =>
-        _writeCore.OnCompleted(continuation, state, token, flags);
 
     private void Register()
     {
@@ -508,7 +452,7 @@ internal sealed class EpollSocket : IEpollHandler, IValueTaskSource<int>, IValue
         {
             // Waiting again. A cancellation while this thread held the waiter found nothing to cancel; it is looked
             // at again now that the waiter is back (the publish's full fence pairs with the token's).
-            if (waiting == WaitingForPeek && _readCancelToken.IsCancellationRequested)
+            if (waiting == WaitingForPeek && _read!.CancelToken.IsCancellationRequested)
             {
                 CancelRead();
             }
@@ -516,14 +460,15 @@ internal sealed class EpollSocket : IEpollHandler, IValueTaskSource<int>, IValue
             return;
         }
 
-        _readBuffer = default;
+        var read = _read!;
+        read.Buffer = default;
         if (failure is null)
         {
-            _readCore.SetResult(result);
+            read.Core.SetResult(result);
         }
         else
         {
-            _readCore.SetException(failure);
+            read.Core.SetException(failure);
         }
     }
 
@@ -536,9 +481,9 @@ internal sealed class EpollSocket : IEpollHandler, IValueTaskSource<int>, IValue
         while (true)
         {
             // A zero-byte read is a peek too: the event may announce bytes an earlier read took already.
-            var peek = waiting == WaitingForPeek || _readBuffer.IsEmpty;
+            var peek = waiting == WaitingForPeek || _read!.Buffer.IsEmpty;
             var seen = Volatile.Read(ref _readEvents);
-            result = peek ? Peek(seen, out error) : Receive(_readBuffer.Span, 0, seen, out error);
+            result = peek ? Peek(seen, out error) : Receive(_read!.Buffer.Span, 0, seen, out error);
             if (result >= 0 || error != SocketError.WouldBlock)
             {
                 if (peek)
@@ -574,14 +519,15 @@ internal sealed class EpollSocket : IEpollHandler, IValueTaskSource<int>, IValue
             failure = ex;
         }
 
-        _writeBuffer = default;
+        var write = _write!;
+        write.Buffer = default;
         if (failure is null)
         {
-            _writeCore.SetResult(0);
+            write.Core.SetResult(0);
         }
         else
         {
-            _writeCore.SetException(failure);
+            write.Core.SetException(failure);
         }
     }
 
@@ -590,9 +536,10 @@ internal sealed class EpollSocket : IEpollHandler, IValueTaskSource<int>, IValue
     {
         while (true)
         {
+            var write = _write!;
             var seen = Volatile.Read(ref _writeEvents);
-            var sent = Send(_writeBuffer.Span, out var error);
-            if (sent == _writeBuffer.Length)
+            var sent = Send(write.Buffer.Span, out var error);
+            if (sent == write.Buffer.Length)
             {
                 failure = null;
                 return true;
@@ -604,7 +551,7 @@ internal sealed class EpollSocket : IEpollHandler, IValueTaskSource<int>, IValue
                 return true;
             }
 
-            _writeBuffer = _writeBuffer[Math.Max(sent, 0)..];
+            write.Buffer = write.Buffer[Math.Max(sent, 0)..];
             if (PublishWrite(WaitingToSend, seen))
             {
                 failure = null;
@@ -616,8 +563,9 @@ internal sealed class EpollSocket : IEpollHandler, IValueTaskSource<int>, IValue
     /// <summary>Until the loop reports the socket writable after <paramref name="seen"/> (or at once if it already has).</summary>
     private ValueTask WaitWritableAsync(int seen, CancellationToken cancellationToken)
     {
-        _writeCore.Reset();
-        _writeCancellation = cancellationToken.UnsafeRegister(static state => ((EpollSocket)state!).CancelWrite(), this);
+        var write = _write ??= new WriteOperation(!Loop.InlineContinuations);
+        write.Core.Reset();
+        write.Cancellation = cancellationToken.UnsafeRegister(static state => ((EpollSocket)state!).CancelWrite(), this);
         if (PublishWrite(WaitingToConnect, seen))
         {
             if (cancellationToken.IsCancellationRequested)
@@ -625,11 +573,11 @@ internal sealed class EpollSocket : IEpollHandler, IValueTaskSource<int>, IValue
                 CancelWrite();
             }
 
-            return new ValueTask(this, _writeCore.Version);
+            return new ValueTask(write, write.Core.Version);
         }
 
-        _writeCancellation.Dispose();
-        _writeCancellation = default;
+        write.Cancellation.Dispose();
+        write.Cancellation = default;
         return ValueTask.CompletedTask;
     }
 
@@ -637,7 +585,7 @@ internal sealed class EpollSocket : IEpollHandler, IValueTaskSource<int>, IValue
     {
         if (Interlocked.CompareExchange(ref _readWaiting, NotWaiting, WaitingForPeek) == WaitingForPeek)
         {
-            _readCore.SetException(new OperationCanceledException());
+            _read!.Core.SetException(new OperationCanceledException());
         }
     }
 
@@ -645,7 +593,7 @@ internal sealed class EpollSocket : IEpollHandler, IValueTaskSource<int>, IValue
     {
         if (Interlocked.CompareExchange(ref _writeWaiting, NotWaiting, WaitingToConnect) == WaitingToConnect)
         {
-            _writeCore.SetException(new OperationCanceledException());
+            _write!.Core.SetException(new OperationCanceledException());
         }
     }
 
@@ -771,5 +719,66 @@ internal sealed class EpollSocket : IEpollHandler, IValueTaskSource<int>, IValue
                 _handle.DangerousRelease();
             }
         }
+    }
+
+    /// <summary>
+    /// A read's waiting state, in an object of its own: created by the socket's first read and let go of when a
+    /// listener takes the socket's events, so that a spliced socket does not carry it for the rest of its life.
+    /// </summary>
+    private sealed class ReadOperation(bool runContinuationsAsynchronously) : IValueTaskSource<int>
+    {
+        public ManualResetValueTaskSourceCore<int> Core = new() { RunContinuationsAsynchronously = runContinuationsAsynchronously };
+        public Memory<byte> Buffer;
+        public CancellationTokenRegistration Cancellation;
+        public CancellationToken CancelToken; // the peer-close watch's, looked at again when the loop re-publishes it
+
+        public int GetResult(short token)
+        {
+            Cancellation.Dispose(); // a late cancellation must not reach the next read
+            Cancellation = default;
+            CancelToken = default;
+            try
+            {
+                return Core.GetResult(token);
+            }
+            finally
+            {
+                // The core keeps its last continuation's state (the awaiting state machine, and what that holds)
+                // until the next reset: for an idle session that is for hours.
+                Core.Reset();
+            }
+        }
+
+        public ValueTaskSourceStatus GetStatus(short token) => Core.GetStatus(token);
+
+        public void OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags) =>
+            Core.OnCompleted(continuation, state, token, flags);
+    }
+
+    /// <summary>A write's (or connect's) waiting state, kept as a read's is.</summary>
+    private sealed class WriteOperation(bool runContinuationsAsynchronously) : IValueTaskSource
+    {
+        public ManualResetValueTaskSourceCore<int> Core = new() { RunContinuationsAsynchronously = runContinuationsAsynchronously };
+        public ReadOnlyMemory<byte> Buffer;
+        public CancellationTokenRegistration Cancellation;
+
+        public void GetResult(short token)
+        {
+            Cancellation.Dispose();
+            Cancellation = default;
+            try
+            {
+                Core.GetResult(token);
+            }
+            finally
+            {
+                Core.Reset();
+            }
+        }
+
+        public ValueTaskSourceStatus GetStatus(short token) => Core.GetStatus(token);
+
+        public void OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags) =>
+            Core.OnCompleted(continuation, state, token, flags);
     }
 }
