@@ -12,6 +12,8 @@ using ImapProxy.Tls;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Http.Features;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
@@ -25,8 +27,8 @@ using OpenTelemetry.Trace;
 namespace ImapProxy;
 
 /// <summary>
-/// Composition of the proxy: one host, Kestrel serving the IMAP listeners through <see cref="ImapConnectionHandler"/>
-/// and the admin HTTP endpoint beside them. Data flows Connections → Directory → Backends → Splice.
+/// Composition of the proxy: one host, the IMAP listeners (<see cref="ImapListeners"/>) and Kestrel serving the
+/// admin HTTP endpoint beside them. Data flows Connections → Directory → Backends → Splice.
 /// </summary>
 public static class ImapProxyHost
 {
@@ -60,10 +62,13 @@ public static class ImapProxyHost
             Environment.SetEnvironmentVariable(InlineCompletionsVariable, "1");
         }
 
-        // Kestrel's socket transport serves the admin endpoint; the IMAP listeners are bound by the proxy's own
-        // transport (registered after it, so Kestrel asks it first; it takes only IMAP listener endpoints).
+        // Kestrel serves the admin endpoint only; the IMAP listeners are the proxy's own (ImapListeners).
         builder.WebHost.UseSockets(sockets => sockets.UnsafePreferInlineScheduling = inlineIo);
-        builder.Services.AddSingleton<IConnectionListenerFactory, ImapTransportFactory>();
+        if (!builder.Configuration.GetValue($"{ImapProxyOptions.SectionName}:Admin:Enabled", defaultValue: true))
+        {
+            // Kestrel with no endpoint would listen on localhost:5000 by default.
+            builder.Services.AddSingleton<IServer, NoHttpServer>();
+        }
 
         // I/O may run inline on the socket threads: a full log queue must drop lines, never block them.
         builder.Services.Configure<Microsoft.Extensions.Logging.Console.ConsoleLoggerOptions>(console =>
@@ -110,6 +115,8 @@ public static class ImapProxyHost
         services.AddSingleton<ShutdownCoordinator>();
         services.AddSingleton<ImapSessionServices>();
         services.AddSingleton<ImapProxyMetrics>();
+        services.AddSingleton<ImapListeners>();
+        services.AddHostedService(provider => provider.GetRequiredService<ImapListeners>()); // after the directory's
         AddOpenTelemetry(builder);
         services.AddOptions<HostOptions>().Configure<IOptions<ImapProxyOptions>>((host, proxy) =>
             host.ShutdownTimeout = proxy.Value.Session.ShutdownGrace + TimeSpan.FromSeconds(5));
@@ -182,41 +189,29 @@ public static class ImapProxyHost
         var services = kestrel.ApplicationServices;
         // Reading the options validates them: a bad key stops the start here with every error listed.
         var options = services.GetRequiredService<IOptions<ImapProxyOptions>>().Value;
-        var registry = services.GetRequiredService<ListenerRegistry>();
-        var certificates = services.GetRequiredService<ServerCertificateProvider>();
-        certificates.EnsureLoaded();
-
-        var sessionServices = services.GetRequiredService<ImapSessionServices>();
-        foreach (var listener in options.Listeners)
-        {
-            kestrel.Listen(new ImapListenEndPoint(IPAddress.Parse(listener.Address), listener.Port), listen =>
-            {
-                if (listener.ProxyProtocol)
-                {
-                    // Before TLS: the header comes first on the wire.
-                    var proxyHeader = new ProxyProtocolMiddleware(
-                        listener,
-                        options.Tls.HandshakeTimeout,
-                        services.GetRequiredService<TimeProvider>(),
-                        services.GetRequiredService<ILoggerFactory>().CreateLogger<ProxyProtocolMiddleware>());
-                    listen.Use(next => connection => proxyHeader.InvokeAsync(connection, next));
-                }
-
-                // TLS, implicit or after STARTTLS, is the session's own business (ClientSession), not Kestrel's HTTPS
-                // middleware: the session splices the TLS stream directly, and counts and logs a failed handshake like
-                // any other end of a session.
-                listen.Run(new ImapConnectionHandler(sessionServices, listener).OnConnectedAsync);
-                registry.Add(listener.Name, listen);
-            });
-        }
-
         if (options.Admin.Enabled)
         {
+            var registry = services.GetRequiredService<ListenerRegistry>();
             kestrel.Listen(IPAddress.Parse(options.Admin.Address), options.Admin.Port, listen =>
             {
                 listen.Protocols = HttpProtocols.Http1;
                 registry.Add(AdminListenerName, listen);
             });
+        }
+    }
+
+    /// <summary>The host's server when the admin endpoint is off: no HTTP listener at all.</summary>
+    private sealed class NoHttpServer : IServer
+    {
+        public IFeatureCollection Features { get; } = new FeatureCollection();
+
+        public Task StartAsync<TContext>(IHttpApplication<TContext> application, CancellationToken cancellationToken)
+            where TContext : notnull => Task.CompletedTask;
+
+        public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+        public void Dispose()
+        {
         }
     }
 

@@ -53,7 +53,7 @@ internal sealed class ClientSession
 
     public ClientSession(ConnectionContext connection, ListenerOptions listener, ImapSessionServices services)
     {
-        // Kestrel binds IMAP listeners through ImapTransportFactory only; any other connection type is a wiring bug.
+        // ImapListeners gives only its own connections; any other connection type is a wiring bug.
         _connection = connection as ImapSocketConnection
             ?? throw new InvalidOperationException($"IMAP listener {listener.Name} is not on the IMAP transport ({connection.GetType().Name}).");
         _listener = listener;

@@ -28,7 +28,7 @@ internal sealed class ProxyProtocolMiddleware(ListenerOptions listener, TimeSpan
             return;
         }
 
-        // The read sees a client that closes by itself, and Kestrel's abort at shutdown ends it too.
+        // The read sees a client that closes by itself, and the listeners' abort at shutdown ends it too.
         using var deadline = new CancellationTokenSource(timeout, timeProvider);
         var input = connection.Transport.Input;
         try

@@ -5,11 +5,11 @@ using Microsoft.Extensions.Options;
 namespace ImapProxy.Connections;
 
 /// <summary>
-/// Shutdown in three phases: Kestrel stops accepting; <see cref="Stopping"/> fires at once, so sessions still
-/// in the pre-auth dialogue say "* BYE" and close; spliced sessions get the configured grace, then
+/// Shutdown in three phases: the IMAP listeners stop accepting; <see cref="Stopping"/> fires at once, so sessions
+/// still in the pre-auth dialogue say "* BYE" and close; spliced sessions get the configured grace, then
 /// <see cref="SessionsEnding"/> fires and every session in the <see cref="SessionRegistry"/> is ended (sessions that
 /// reach the splice later check <see cref="SessionsEnding"/> themselves). The host's shutdown timeout is set a
-/// little above the grace.
+/// little above the grace; <see cref="ImapListeners"/> aborts whatever is left when it runs out.
 /// </summary>
 internal sealed class ShutdownCoordinator : IDisposable
 {

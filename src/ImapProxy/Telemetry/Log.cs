@@ -99,4 +99,10 @@ internal static partial class Log
 
     [LoggerMessage(46, LogLevel.Debug, "Gave the allocator's free pages back after TLS handshakes in {ElapsedMs:F1} ms")]
     public static partial void AllocatorTrimmed(ILogger logger, double elapsedMs);
+
+    [LoggerMessage(47, LogLevel.Error, "Connection from {Peer} failed outside its session")]
+    public static partial void ConnectionFailed(ILogger logger, string peer, Exception exception);
+
+    [LoggerMessage(48, LogLevel.Warning, "{Count} IMAP connections had not ended a second after they were aborted at shutdown")]
+    public static partial void ConnectionsLeftAtShutdown(ILogger logger, int count);
 }

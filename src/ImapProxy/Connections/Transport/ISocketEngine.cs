@@ -5,7 +5,7 @@ namespace ImapProxy.Connections.Transport;
 /// <summary>
 /// How the sockets of IMAP sessions (a client's and its backend's) do their I/O: through the proxy's own epoll
 /// engine on Linux (<see cref="Epoll.EpollEngine"/>), or through .NET's sockets (<see cref="DotNetSocketEngine"/>,
-/// elsewhere or when configured). Kestrel accepts the client sockets either way.
+/// elsewhere or when configured). The IMAP listeners accept the client sockets with .NET's sockets either way.
 /// </summary>
 internal interface ISocketEngine
 {

@@ -4,23 +4,21 @@ using System.IO.Pipelines;
 using System.Net;
 using System.Net.Sockets;
 using Microsoft.AspNetCore.Connections;
-using Microsoft.AspNetCore.Connections.Features;
 using Microsoft.AspNetCore.Http.Features;
 
 namespace ImapProxy.Connections.Transport;
 
 /// <summary>
-/// One accepted IMAP client connection as Kestrel hands it to the session: the socket and a stream of the
-/// <see cref="ISocketEngine"/> over it, with the pipes of <see cref="Transport"/> created only when something reads
-/// or writes through them (the pre-auth dialogue, a PROXY header) and let go of again with
+/// One accepted IMAP client connection as <see cref="ImapListeners"/> hands it to the session: the socket and a
+/// stream of the <see cref="ISocketEngine"/> over it, with the pipes of <see cref="Transport"/> created only when
+/// something reads or writes through them (the pre-auth dialogue, a PROXY header) and let go of again with
 /// <see cref="ReleaseTransport"/>.
 /// </summary>
 /// <remarks>
-/// Kestrel's socket transport keeps two pipes, a receive loop and a send loop per connection for its whole life,
-/// about 3 KB per idle session; a spliced IMAP session needs none of them (the splice reads the socket itself,
-/// through zero-byte reads). The connection is also its own feature collection: Kestrel sets four features on it
-/// (all one object, its own connection record, one of them an internal type), which fields hold without a
-/// dictionary.
+/// A <see cref="ConnectionContext"/>, the shape connection middleware (the PROXY header reader) works on. Kestrel's
+/// socket transport kept two pipes, a receive loop and a send loop per connection for its whole life, about 3 KB per
+/// idle session; a spliced IMAP session needs none of them (the splice reads the socket itself, through zero-byte
+/// reads).
 /// </remarks>
 internal sealed class ImapSocketConnection : ConnectionContext, IFeatureCollection
 {
@@ -36,13 +34,7 @@ internal sealed class ImapSocketConnection : ConnectionContext, IFeatureCollecti
     private CancellationTokenSource? _closed;
     private int _disposed;
 
-    // Kestrel's own connection record sets three public features and one of its own (which takes the spare slot);
-    // anything beyond goes to _otherFeatures.
-    private IConnectionHeartbeatFeature? _heartbeat;
-    private IConnectionCompleteFeature? _complete;
-    private IConnectionLifetimeNotificationFeature? _lifetimeNotification;
-    private KeyValuePair<Type, object>? _spareFeature;
-    private List<KeyValuePair<Type, object>>? _otherFeatures;
+    private List<KeyValuePair<Type, object>>? _features;
     private int _revision;
 
     /// <summary>A connection over <paramref name="socket"/>, whose I/O goes through <paramref name="engine"/>.</summary>
@@ -126,7 +118,7 @@ internal sealed class ImapSocketConnection : ConnectionContext, IFeatureCollecti
     /// </summary>
     public Task<bool> WaitForPeerCloseAsync(CancellationToken cancellationToken) => ((IPeerCloseWatch)Stream).WaitForPeerCloseAsync(cancellationToken);
 
-    /// <summary>Kestrel's forced end (shutdown timeout): pending reads and writes end at once.</summary>
+    /// <summary>The forced end at shutdown (the host's time is up): pending reads and writes end at once.</summary>
     public override void Abort(ConnectionAbortedException abortReason)
     {
         ShutdownQuietly(Socket, SocketShutdown.Both);
@@ -180,7 +172,7 @@ internal sealed class ImapSocketConnection : ConnectionContext, IFeatureCollecti
         }
     }
 
-    // IFeatureCollection: fields for Kestrel's four, a short list for anything else.
+    // IFeatureCollection: nothing sets a feature on the proxy's own connections; a short list if anything does.
 
     bool IFeatureCollection.IsReadOnly => false;
 
@@ -196,40 +188,17 @@ internal sealed class ImapSocketConnection : ConnectionContext, IFeatureCollecti
 
     void IFeatureCollection.Set<TFeature>(TFeature? instance) where TFeature : default => SetFeature(typeof(TFeature), instance);
 
-    IEnumerator<KeyValuePair<Type, object>> IEnumerable<KeyValuePair<Type, object>>.GetEnumerator() => EnumerateFeatures().GetEnumerator();
+    IEnumerator<KeyValuePair<Type, object>> IEnumerable<KeyValuePair<Type, object>>.GetEnumerator() => (_features ?? []).GetEnumerator();
 
-    IEnumerator IEnumerable.GetEnumerator() => EnumerateFeatures().GetEnumerator();
+    IEnumerator IEnumerable.GetEnumerator() => (_features ?? []).GetEnumerator();
 
     private object? GetFeature(Type key)
     {
-        if (key == typeof(IConnectionHeartbeatFeature))
+        foreach (var (type, feature) in _features ?? [])
         {
-            return _heartbeat;
-        }
-
-        if (key == typeof(IConnectionCompleteFeature))
-        {
-            return _complete;
-        }
-
-        if (key == typeof(IConnectionLifetimeNotificationFeature))
-        {
-            return _lifetimeNotification;
-        }
-
-        if (_spareFeature is { } spare && spare.Key == key)
-        {
-            return spare.Value;
-        }
-
-        if (_otherFeatures is not null)
-        {
-            foreach (var (type, feature) in _otherFeatures)
+            if (type == key)
             {
-                if (type == key)
-                {
-                    return feature;
-                }
+                return feature;
             }
         }
 
@@ -240,57 +209,10 @@ internal sealed class ImapSocketConnection : ConnectionContext, IFeatureCollecti
     {
         ArgumentNullException.ThrowIfNull(key);
         _revision++;
-        if (key == typeof(IConnectionHeartbeatFeature))
+        _features?.RemoveAll(pair => pair.Key == key);
+        if (value is not null)
         {
-            _heartbeat = (IConnectionHeartbeatFeature?)value;
-        }
-        else if (key == typeof(IConnectionCompleteFeature))
-        {
-            _complete = (IConnectionCompleteFeature?)value;
-        }
-        else if (key == typeof(IConnectionLifetimeNotificationFeature))
-        {
-            _lifetimeNotification = (IConnectionLifetimeNotificationFeature?)value;
-        }
-        else
-        {
-            _otherFeatures?.RemoveAll(pair => pair.Key == key);
-            if (_spareFeature is null || _spareFeature.Value.Key == key)
-            {
-                _spareFeature = value is null ? null : new(key, value);
-            }
-            else if (value is not null)
-            {
-                (_otherFeatures ??= []).Add(new(key, value));
-            }
-        }
-    }
-
-    private IEnumerable<KeyValuePair<Type, object>> EnumerateFeatures()
-    {
-        if (_heartbeat is not null)
-        {
-            yield return new(typeof(IConnectionHeartbeatFeature), _heartbeat);
-        }
-
-        if (_complete is not null)
-        {
-            yield return new(typeof(IConnectionCompleteFeature), _complete);
-        }
-
-        if (_lifetimeNotification is not null)
-        {
-            yield return new(typeof(IConnectionLifetimeNotificationFeature), _lifetimeNotification);
-        }
-
-        if (_spareFeature is { } spare)
-        {
-            yield return spare;
-        }
-
-        foreach (var pair in _otherFeatures ?? [])
-        {
-            yield return pair;
+            (_features ??= []).Add(new(key, value));
         }
     }
 

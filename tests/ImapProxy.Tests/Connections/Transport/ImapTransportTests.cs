@@ -18,23 +18,21 @@ public sealed class EpollTransportTests() : ImapTransportTests(new EpollEngine(1
 public sealed class DotNetTransportTests() : ImapTransportTests(DotNetSocketEngine.Instance);
 
 /// <summary>
-/// The IMAP listeners' transport on real loopback sockets: binding, accepting, the connection's pipes and ends; the
-/// same for either socket engine.
+/// The IMAP listeners' sockets and connections on real loopback sockets: binding, accepting, the connection's pipes
+/// and ends; the same for either socket engine.
 /// </summary>
 public abstract class ImapTransportTests : IAsyncDisposable
 {
     private static readonly TimeSpan s_limit = TimeSpan.FromSeconds(30);
 
     private readonly ISocketEngine _engine;
-    private readonly ImapTransportFactory _factory;
-    private IConnectionListener? _listener;
+    private ImapListenSocket? _listener;
     private Socket? _client;
     private ImapSocketConnection? _connection;
 
     private protected ImapTransportTests(ISocketEngine engine)
     {
         _engine = engine;
-        _factory = new(engine, NullLogger<ImapTransportFactory>.Instance);
     }
 
     public async ValueTask DisposeAsync()
@@ -45,19 +43,9 @@ public abstract class ImapTransportTests : IAsyncDisposable
         }
 
         _client?.Dispose();
-        if (_listener is not null)
-        {
-            await _listener.DisposeAsync();
-        }
+        _listener?.Dispose();
 
         (_engine as IDisposable)?.Dispose();
-    }
-
-    [Fact]
-    public void BindsOnlyImapListenerEndpoints()
-    {
-        Assert.True(_factory.CanBind(new ImapListenEndPoint(IPAddress.Loopback, 0)));
-        Assert.False(_factory.CanBind(new IPEndPoint(IPAddress.Loopback, 0))); // the admin endpoint stays on Kestrel's sockets
     }
 
     [Fact]
@@ -167,12 +155,12 @@ public abstract class ImapTransportTests : IAsyncDisposable
     }
 
     [Fact]
-    public async Task Unbind_EndsTheAcceptLoop()
+    public async Task Dispose_EndsTheAcceptLoop()
     {
-        _listener = await _factory.BindAsync(new ImapListenEndPoint(IPAddress.Loopback, 0));
+        _listener = Bind(0);
         var accepting = _listener.AcceptAsync().AsTask();
 
-        await _listener.UnbindAsync();
+        _listener.Dispose();
 
         Assert.Null(await accepting.WaitAsync(s_limit));
         Assert.Null(await _listener.AcceptAsync().AsTask().WaitAsync(s_limit));
@@ -181,19 +169,19 @@ public abstract class ImapTransportTests : IAsyncDisposable
     [Fact]
     public async Task BindingAPortInUse_IsAnAddressInUseError()
     {
-        _listener = await _factory.BindAsync(new ImapListenEndPoint(IPAddress.Loopback, 0));
-        var port = ((IPEndPoint)_listener.EndPoint).Port;
+        _listener = Bind(0);
 
-        await Assert.ThrowsAsync<AddressInUseException>(() => _factory.BindAsync(new ImapListenEndPoint(IPAddress.Loopback, port)).AsTask());
+        Assert.Throws<AddressInUseException>(() => Bind(_listener.EndPoint.Port));
     }
 
     [Fact]
-    public async Task Features_HoldKestrelsFeaturesAndAnyOther()
+    public async Task Features_HoldWhatIsSet()
     {
         await AcceptAsync();
         IFeatureCollection features = _connection!.Features;
         var lifetime = new LifetimeNotification();
         var revision = features.Revision;
+        Assert.Empty(features);
 
         features.Set<IConnectionLifetimeNotificationFeature>(lifetime);
         features.Set<IConnectionItemsFeature>(new ItemsFeature());
@@ -210,12 +198,14 @@ public abstract class ImapTransportTests : IAsyncDisposable
 
     private async Task AcceptAsync()
     {
-        _listener = await _factory.BindAsync(new ImapListenEndPoint(IPAddress.Loopback, 0));
+        _listener = Bind(0);
         _client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         var accepting = _listener.AcceptAsync().AsTask();
         await _client.ConnectAsync(_listener.EndPoint);
         _connection = Assert.IsType<ImapSocketConnection>(await accepting.WaitAsync(s_limit));
     }
+
+    private ImapListenSocket Bind(int port) => ImapListenSocket.Bind(new IPEndPoint(IPAddress.Loopback, port), _engine, NullLogger.Instance);
 
     private sealed class LifetimeNotification : IConnectionLifetimeNotificationFeature
     {
