@@ -1,6 +1,8 @@
 using System.Net;
+using System.Net.Sockets;
 using ImapProxy.Configuration;
 using ImapProxy.Connections.Transport;
+using ImapProxy.Connections.Transport.Epoll;
 using ImapProxy.Telemetry;
 using ImapProxy.Tls;
 using Microsoft.AspNetCore.Connections;
@@ -12,15 +14,17 @@ namespace ImapProxy.Connections;
 
 /// <summary>
 /// The IMAP listeners: binds each, accepts its clients and runs one <see cref="ClientSession"/> per connection
-/// (behind the PROXY header reader where configured). At shutdown it stops accepting, lets the sessions end as the
-/// <see cref="ShutdownCoordinator"/> ends them, and aborts what is left when the host's shutdown time is up.
+/// (behind the PROXY header reader where configured). At shutdown it stops accepting before anything else stops,
+/// lets the sessions end as the <see cref="ShutdownCoordinator"/> ends them, and aborts what is left when the host's
+/// shutdown time is up.
 /// </summary>
 /// <remarks>
 /// Kestrel serves only the admin endpoint. Its connection dispatch cost every IMAP session about 0.9 KB for its
 /// whole life (the connection record, its task and cancellation source, two tracking entries, a logging scope and
-/// the execution contexts that carried it), measured with a heap dump of idle sessions, and a thread-pool hop per
-/// accept. Here a session costs one entry in a set and one async frame, and starts on the accepting thread with
-/// no execution context to carry.
+/// the execution contexts that carried it), measured with a heap dump of idle sessions. Here a session costs one
+/// entry in a set and one async frame, and carries no execution context. A session starts on its socket's engine
+/// thread (on the thread pool with .NET's sockets), never on the accepting thread: a client that keeps a session
+/// busy without waiting (pipelined commands that always complete at once) must not hold up accepting.
 /// </remarks>
 internal sealed class ImapListeners(
     IOptions<ImapProxyOptions> options,
@@ -29,7 +33,7 @@ internal sealed class ImapListeners(
     ListenerRegistry registry,
     ServerCertificateProvider certificates,
     TimeProvider timeProvider,
-    ILoggerFactory loggerFactory) : IHostedService
+    ILoggerFactory loggerFactory) : IHostedLifecycleService, IDisposable
 {
     private readonly ILogger _logger = loggerFactory.CreateLogger<ImapListeners>();
     private readonly List<ImapListenSocket> _sockets = [];
@@ -83,10 +87,23 @@ internal sealed class ImapListeners(
         return Task.CompletedTask;
     }
 
+    Task IHostedLifecycleService.StartingAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    Task IHostedLifecycleService.StartedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    /// <summary>Before any hosted service stops (the admin endpoint's drain included): no new IMAP connections.</summary>
+    Task IHostedLifecycleService.StoppingAsync(CancellationToken cancellationToken)
+    {
+        Unbind();
+        return Task.CompletedTask;
+    }
+
+    Task IHostedLifecycleService.StoppedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
     public async Task StopAsync(CancellationToken cancellationToken)
     {
         Unbind();
-        await Task.WhenAll(_acceptLoops);
+        await Task.WhenAll(_acceptLoops).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
 
         Task drained;
         lock (_open)
@@ -96,7 +113,7 @@ internal sealed class ImapListeners(
                 return;
             }
 
-            _drained = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            _drained ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
             drained = _drained.Task;
         }
 
@@ -146,6 +163,8 @@ internal sealed class ImapListeners(
         return connection => proxyHeader.InvokeAsync(connection, session);
     }
 
+    public void Dispose() => Unbind();
+
     private async Task AcceptLoopAsync(ImapListenSocket socket, ConnectionDelegate pipeline)
     {
         while (await socket.AcceptAsync() is { } connection)
@@ -155,9 +174,21 @@ internal sealed class ImapListeners(
                 _open.Add(connection);
             }
 
-            // Started here, on the accepting thread: the session runs until its first wait (the client's first
-            // command, or its TLS hello) and the loop accepts the next.
-            _ = ServeAsync(connection, pipeline);
+            var start = new SessionStart(this, connection, pipeline);
+            if (connection.Stream is EpollStream { Socket.Loop: var loop })
+            {
+                try
+                {
+                    loop.Execute(static state => ((SessionStart)state!).Execute(), start);
+                    continue;
+                }
+                catch (SocketException)
+                {
+                    // The engine has stopped (the host is going down): the session runs where it is, and fails fast.
+                }
+            }
+
+            ThreadPool.UnsafeQueueUserWorkItem(start, preferLocal: false);
         }
     }
 
@@ -192,6 +223,12 @@ internal sealed class ImapListeners(
                 }
             }
         }
+    }
+
+    /// <summary>A session to start on another thread: one object for either kind of queue.</summary>
+    private sealed class SessionStart(ImapListeners listeners, ImapSocketConnection connection, ConnectionDelegate pipeline) : IThreadPoolWorkItem
+    {
+        public void Execute() => _ = listeners.ServeAsync(connection, pipeline);
     }
 
     private void Unbind()

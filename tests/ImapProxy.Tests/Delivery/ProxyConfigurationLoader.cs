@@ -51,9 +51,11 @@ internal static class ProxyConfigurationLoader
             var builder = ImapProxyHost.CreateBuilder(["--config", path], configuration => configuration.AddInMemoryCollection(settings));
             try
             {
-                // Building the host already runs Kestrel's configuration, which reads (and so validates) the options.
+                // Reading the options validates them; the server certificate is loaded as the IMAP listeners do at
+                // start (a file the configuration names wrongly fails here).
                 await using var app = builder.Build();
                 var options = app.Services.GetRequiredService<IOptions<ImapProxyOptions>>().Value;
+                app.Services.GetRequiredService<ImapProxy.Tls.ServerCertificateProvider>().EnsureLoaded();
                 return new LoadedConfiguration(options, [], files);
             }
             catch (OptionsValidationException exception)

@@ -76,11 +76,12 @@ internal sealed class ImapListenSocket : IDisposable
                     accepted.NoDelay = true;
                     return new ImapSocketConnection(accepted, _engine);
                 }
-                catch (SocketException ex)
+                catch (Exception ex)
                 {
-                    // Gone already (NoDelay on a reset socket), or the engine could not take it.
+                    // Gone already (NoDelay on a reset socket), or the engine could not take it: this one is lost,
+                    // accepting goes on.
                     accepted.Dispose();
-                    Log.AcceptFailed(_logger, EndPoint.ToString(), ex.SocketErrorCode.ToString());
+                    Log.AcceptFailed(_logger, EndPoint.ToString(), ex is SocketException socketError ? socketError.SocketErrorCode.ToString() : ex.GetType().Name);
                 }
             }
             catch (ObjectDisposedException)

@@ -219,7 +219,7 @@ internal sealed unsafe class EpollLoop : IDisposable
 
     /// <summary>
     /// Ends the thread (waiting for it, a few seconds at most) and closes its descriptors once nothing uses them:
-    /// sessions still open may go on calling <see cref="Remove"/> (which then leaves epoll alone) and
+    /// sessions still open may go on calling <see cref="Remove"/> (which only frees a handler slot) and
     /// <see cref="Execute"/> (which refuses).
     /// </summary>
     public void Dispose()

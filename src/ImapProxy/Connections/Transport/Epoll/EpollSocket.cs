@@ -294,9 +294,17 @@ internal sealed class EpollSocket : IEpollHandler
         _listener = listener;
         if (listener is not null)
         {
-            // A completed operation's awaiter holds its own reference until it has taken the result.
-            _read = null;
-            _write = null;
+            // A completed operation's awaiter holds its own reference until it has taken the result. Kept while one
+            // waits (which the caller must not let happen): the dispose still needs it to fail that operation.
+            if (Volatile.Read(ref _readWaiting) == NotWaiting)
+            {
+                _read = null;
+            }
+
+            if (Volatile.Read(ref _writeWaiting) == NotWaiting)
+            {
+                _write = null;
+            }
         }
     }
 
