@@ -43,14 +43,15 @@ internal sealed class EpollSplice : IReadinessListener, IValueTaskSource<SpliceR
     private long _fromClient;
     private long _fromBackend;
     private bool _finished;
-    private bool _tlsBuffersGrew; // a BIO buffer may have grown beyond TlsRecordLayer.TrimAbove since the last trim
+    private bool _tlsBuffersGrew; // a BIO buffer may have grown beyond TlsRecordLayer.KeepUpTo since the last trim
+    private int _tlsKeepUpTo; // 0 until the first trim has given back what the handshake and the login left
 
     private EpollSplice(EpollSocket client, EpollSocket backend, TlsRecordLayer? tls, ImapProxyMetrics metrics, SpliceControl control)
     {
         _client = client;
         _backend = backend;
         _tls = tls;
-        _tlsBuffersGrew = tls is not null; // the handshake's flights are in the BIOs' buffers
+        _tlsBuffersGrew = tls is not null; // the handshake's flights and the login's records are in the BIOs' buffers
         _metrics = metrics;
         _control = control;
         _completion.RunContinuationsAsynchronously = !client.Loop.InlineContinuations;
@@ -205,7 +206,7 @@ internal sealed class EpollSplice : IReadinessListener, IValueTaskSource<SpliceR
                 }
 
                 // Large reads grow the read BIO's buffer; and while the backend is full, ciphertext waits in it.
-                _tlsBuffersGrew |= read > TlsRecordLayer.TrimAbove || _tls.PendingInput > 0;
+                _tlsBuffersGrew |= read > TlsRecordLayer.KeepUpTo || _tls.PendingInput > 0;
             }
         }
     }
@@ -320,7 +321,7 @@ internal sealed class EpollSplice : IReadinessListener, IValueTaskSource<SpliceR
 
         if (_tls is not null)
         {
-            _tlsBuffersGrew |= bytes.Length > TlsRecordLayer.TrimAbove;
+            _tlsBuffersGrew |= bytes.Length > TlsRecordLayer.KeepUpTo;
             if (!_tls.Write(bytes))
             {
                 _control.EndClientWrite();
@@ -434,14 +435,18 @@ internal sealed class EpollSplice : IReadinessListener, IValueTaskSource<SpliceR
     }
 
     /// <summary>
-    /// TLS: once the session is idle again, OpenSSL's grown buffers go back (see <see cref="TlsRecordLayer.Trim"/>);
-    /// one that still holds ciphertext not decrypted yet is tried again after the next event.
+    /// TLS: once the session is idle again, OpenSSL's grown buffers go back (see <see cref="TlsRecordLayer.Trim"/>), the
+    /// first time all of them; one that still holds ciphertext not decrypted yet is tried again after the next event.
     /// </summary>
     private void TrimTls()
     {
         if (_tlsBuffersGrew && !_finished && _toClient.Buffer is null && _toBackend.Buffer is null)
         {
-            _tlsBuffersGrew = !_tls!.Trim();
+            _tlsBuffersGrew = !_tls!.Trim(_tlsKeepUpTo);
+            if (!_tlsBuffersGrew)
+            {
+                _tlsKeepUpTo = TlsRecordLayer.KeepUpTo;
+            }
         }
     }
 

@@ -47,14 +47,18 @@ public sealed class TlsRecordLayerTests : IDisposable
 
             // Both buffers grew past the limit and are empty now: trimmed back.
             var (readGrown, writeGrown) = layer.BufferCapacities;
-            Assert.True(readGrown > TlsRecordLayer.TrimAbove && writeGrown > TlsRecordLayer.TrimAbove, $"{readGrown} {writeGrown}");
+            Assert.True(readGrown > TlsRecordLayer.KeepUpTo && writeGrown > TlsRecordLayer.KeepUpTo, $"{readGrown} {writeGrown}");
             Assert.True(layer.Trim());
             var (read, write) = layer.BufferCapacities;
-            Assert.True(read <= TlsRecordLayer.TrimAbove && write <= TlsRecordLayer.TrimAbove, $"{read} {write}");
+            Assert.True(read <= TlsRecordLayer.KeepUpTo && write <= TlsRecordLayer.KeepUpTo, $"{read} {write}");
 
-            // Trimmed buffers grow again as needed.
+            // Trimmed buffers grow again as needed; a small one stays, unless all are asked for.
             await pair.Client.WriteAsync("a1 NOOP\r\n"u8.ToArray());
             Assert.Equal("a1 NOOP\r\n"u8.ToArray(), await ReceivePlaintextAsync(pair, layer, 9));
+            Assert.True(layer.Trim());
+            Assert.True(layer.BufferCapacities.Read > 0);
+            Assert.True(layer.Trim(keepUpTo: 0));
+            Assert.Equal((0L, 0L), layer.BufferCapacities);
         }
         finally
         {
@@ -84,7 +88,7 @@ public sealed class TlsRecordLayerTests : IDisposable
             Assert.True(layer.Feed(record.AsSpan(0, 5_000)));
             Assert.Equal(5_000, layer.PendingInput);
             Assert.False(layer.Trim());
-            Assert.True(layer.BufferCapacities.Read > TlsRecordLayer.TrimAbove);
+            Assert.True(layer.BufferCapacities.Read > TlsRecordLayer.KeepUpTo);
 
             // Read: OpenSSL takes the half record into its own buffer, and the BIO's can go.
             var buffer = new byte[16 * 1024];
@@ -92,7 +96,7 @@ public sealed class TlsRecordLayerTests : IDisposable
             Assert.Equal(TlsReadStatus.WantRead, status);
             Assert.Equal(0, layer.PendingInput);
             Assert.True(layer.Trim());
-            Assert.True(layer.BufferCapacities.Read <= TlsRecordLayer.TrimAbove);
+            Assert.True(layer.BufferCapacities.Read <= TlsRecordLayer.KeepUpTo);
 
             Assert.True(layer.Feed(record.AsSpan(5_000)));
             Assert.Equal(plaintext.Length, layer.Read(buffer, out _));
