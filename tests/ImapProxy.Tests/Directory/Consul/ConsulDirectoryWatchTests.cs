@@ -34,6 +34,10 @@ public sealed class ConsulDirectoryWatchTests : IAsyncLifetime
                 Addresses = ["http://127.0.0.1:1"],
                 RetryDelay = TimeSpan.FromMilliseconds(20),
                 MaxRetryDelay = TimeSpan.FromMilliseconds(50),
+
+                // The key-value watches' first queries are never answered here: with the default 2 s they would time
+                // out on a slow machine and mark the directory degraded in the middle of a health-watch test.
+                RequestTimeout = TimeSpan.FromHours(1),
             },
         });
         var client = new ConsulClient(new HttpClient(_consul), options);
