@@ -44,7 +44,6 @@ internal sealed class EpollSplice : IReadinessListener, IValueTaskSource<SpliceR
     private long _fromBackend;
     private bool _finished;
     private bool _tlsBuffersGrew; // a BIO buffer may have grown beyond TlsRecordLayer.KeepUpTo since the last trim
-    private int _tlsKeepUpTo; // 0 until the first trim has given back what the handshake and the login left
 
     private EpollSplice(EpollSocket client, EpollSocket backend, TlsRecordLayer? tls, ImapProxyMetrics metrics, SpliceControl control)
     {
@@ -435,18 +434,15 @@ internal sealed class EpollSplice : IReadinessListener, IValueTaskSource<SpliceR
     }
 
     /// <summary>
-    /// TLS: once the session is idle again, OpenSSL's grown buffers go back (see <see cref="TlsRecordLayer.Trim"/>), the
-    /// first time all of them; one that still holds ciphertext not decrypted yet is tried again after the next event.
+    /// TLS: once the session is idle again, OpenSSL's grown buffers go back (see <see cref="TlsRecordLayer.Trim"/>): at
+    /// the start those the handshake left (a .NET client leaves 384 and 1,036 bytes), later those a large command or
+    /// answer grew; one that still holds ciphertext not decrypted yet is tried again after the next event.
     /// </summary>
     private void TrimTls()
     {
         if (_tlsBuffersGrew && !_finished && _toClient.Buffer is null && _toBackend.Buffer is null)
         {
-            _tlsBuffersGrew = !_tls!.Trim(_tlsKeepUpTo);
-            if (!_tlsBuffersGrew)
-            {
-                _tlsKeepUpTo = TlsRecordLayer.KeepUpTo;
-            }
+            _tlsBuffersGrew = !_tls!.Trim();
         }
     }
 

@@ -26,9 +26,9 @@ internal enum TlsReadStatus
 /// The runtime's memory BIOs never give memory back: each keeps a buffer as large as the most it ever held, so a
 /// session that once fetched a large message keeps about 16 KB in each for the rest of its life (measured, 300
 /// idle TLS sessions after a 5 MB FETCH and a 20 KB APPEND: 50 KB of malloc'd memory each against 17 KB without).
-/// <see cref="Trim"/> swaps an empty buffer for a fresh one that has none: at the start of the splice whatever the
-/// handshake and the login left (about 1.2 KB a session in malloc's statistics, 3,000 idle TLS sessions: 14.3 KB of
-/// malloc'd memory each against 15.7 KB), later only buffers that grew beyond <see cref="KeepUpTo"/>. Not
+/// <see cref="Trim"/> swaps an empty buffer larger than <see cref="KeepUpTo"/> for a fresh one that has none: at the
+/// start of the splice what the handshake and the login left (about 1.2 KB a session in malloc's statistics, 3,000
+/// idle TLS sessions: 14.3 KB of malloc'd memory each against 15.7 KB), later what a large command or answer grew. Not
 /// thread-safe: one thread, between the handshake and the stream's next use.
 /// </remarks>
 internal sealed unsafe class TlsRecordLayer
@@ -201,10 +201,10 @@ internal sealed unsafe class TlsRecordLayer
     }
 
     /// <summary>
-    /// Gives back the BIOs' buffers that are empty and larger than <paramref name="keepUpTo"/> bytes (0: every
-    /// buffer). False if one of them is still that large (it holds bytes: try again later).
+    /// Gives back the BIOs' buffers that are empty and larger than <see cref="KeepUpTo"/>. False if one of them is
+    /// still that large (it holds bytes: try again later).
     /// </summary>
-    public bool Trim(int keepUpTo = KeepUpTo) => TrimBio(_readBio, keepUpTo) & TrimBio(_writeBio, keepUpTo);
+    public bool Trim() => TrimBio(_readBio) & TrimBio(_writeBio);
 
     /// <summary>The end of the takeover: the handle reference goes; nothing here may be used afterwards.</summary>
     public void Release()
@@ -246,10 +246,10 @@ internal sealed unsafe class TlsRecordLayer
         return memory == 0 ? 0 : (long)((nuint*)memory)[2];
     }
 
-    /// <summary>False if the buffer stays larger than <paramref name="keepUpTo"/>.</summary>
-    private static bool TrimBio(nint bio, int keepUpTo)
+    /// <summary>False if the buffer stays larger than <see cref="KeepUpTo"/>.</summary>
+    private static bool TrimBio(nint bio)
     {
-        if (Capacity(bio) <= keepUpTo)
+        if (Capacity(bio) <= KeepUpTo)
         {
             return true;
         }

@@ -201,6 +201,45 @@ public sealed class SplicerTests : IAsyncDisposable
         Assert.Equal(24, result.BytesFromClient);
     }
 
+    [Fact]
+    public async Task TlsOnEpoll_TheBuffersTheHandshakeLeftAndLargeAnswersGrew_GoBack_SmallOnesStay()
+    {
+        var splice = await StartAsync(SocketEngineKind.Epoll, tls: true);
+        var layer = TlsRecordLayer.TryTakeOver(_serverTls!, out var reason); // a second view of the session the splice runs
+        Assert.True(layer is not null, reason);
+        try
+        {
+            // The handshake left buffers in both BIOs (384 and 1,036 bytes with .NET's client); the splice gives them
+            // back when it starts. The backend speaks first, so the client's direction sees nothing after the start.
+            await _peer!.SendAsync("* OK still there\r\n"u8.ToArray());
+            Assert.Equal("* OK still there\r\n", await ReadClientAsync(18));
+            var afterStart = await OnLoopAsync(() => layer.BufferCapacities);
+            Assert.Equal(0, afterStart.Read);
+            Assert.InRange(afterStart.Write, 1, TlsRecordLayer.KeepUpTo); // the short answer's record: small, so it stays
+
+            await SendFromClientAsync("a1 NOOP\r\n");
+            Assert.Equal("a1 NOOP\r\n", await ReceiveAtPeerAsync(9));
+            var afterCommand = await OnLoopAsync(() => layer.BufferCapacities);
+            Assert.InRange(afterCommand.Read, 1, TlsRecordLayer.KeepUpTo);
+            Assert.Equal(afterStart.Write, afterCommand.Write);
+
+            // A large answer grows the write BIO's buffer; once it is sent, that buffer goes back.
+            var answer = new byte[64 * 1024];
+            Array.Fill(answer, (byte)'x');
+            await _peer.SendAsync(answer);
+            Assert.Equal(new string('x', answer.Length), await ReadClientAsync(answer.Length));
+            Assert.Equal(afterCommand.Read, (await OnLoopAsync(() => layer.BufferCapacities)).Read);
+            Assert.True((await OnLoopAsync(() => layer.BufferCapacities)).Write <= TlsRecordLayer.KeepUpTo);
+        }
+        finally
+        {
+            layer!.Release();
+        }
+
+        _control.RequestStop();
+        Assert.Equal(SpliceOutcome.Cancelled, (await splice.WaitAsync(s_limit)).Outcome);
+    }
+
     [Theory]
     [MemberData(nameof(Modes))]
     public async Task LargeTransfersBothWaysArriveIntact(SocketEngineKind engine, bool tls)
@@ -286,6 +325,17 @@ public sealed class SplicerTests : IAsyncDisposable
         }
 
         return Splicer.RunAsync(_serverTls, _clientStream, _clientSide, pipelined ?? ReadOnlyMemory<byte>.Empty, _backend, metrics, _control).AsTask();
+    }
+
+    /// <summary>
+    /// Runs <paramref name="read"/> on the engine thread, after whatever event it is handling now (the splice trims at
+    /// the end of each event, so what this sees is what the session keeps until its next one).
+    /// </summary>
+    private async Task<T> OnLoopAsync<T>(Func<T> read)
+    {
+        var done = new TaskCompletionSource<T>(TaskCreationOptions.RunContinuationsAsynchronously);
+        _epoll.Loops[0].Execute(_ => done.SetResult(read()), null);
+        return await done.Task.WaitAsync(s_limit);
     }
 
     /// <summary>The proxy's stream over one of its sockets; both of a session share one epoll thread, as in the proxy.</summary>
