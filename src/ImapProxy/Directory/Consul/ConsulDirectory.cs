@@ -42,8 +42,9 @@ internal sealed class ConsulDirectory : BackgroundService, IBackendDirectory
     private volatile Dictionary<string, string> _overrides = new Dictionary<string, string>(StringComparer.Ordinal);
     private List<ConsulServiceEntry>? _instances;
     private Dictionary<string, (BackendState State, double? Weight)> _states = new(StringComparer.Ordinal);
-    private long _lastSuccessTicks;
-    private volatile string? _failing;
+    private readonly WatchState _health = new("health");
+    private readonly WatchState _backendStates = new("backend states");
+    private readonly WatchState _overridesWatch = new("overrides");
 
     public ConsulDirectory(
         ConsulClient client,
@@ -63,8 +64,8 @@ internal sealed class ConsulDirectory : BackgroundService, IBackendDirectory
         _placements = new PlacementCache(_options.PlacementCacheTtl, _options.NegativeCacheTtl, _options.PlacementCacheSize, timeProvider);
         _suspects = new SuspectList(_options.SuspectDuration, timeProvider);
         BackendGauges.Register(metrics, () => _view, _suspects);
-        metrics.Meter.CreateObservableGauge("imapproxy.consul.up", () => _failing is null && HasView ? 1 : 0, "{bool}", "1 while every Consul watch succeeds, 0 while one fails (the last view keeps serving).");
-        metrics.Meter.CreateObservableGauge("imapproxy.consul.view.age", () => double.IsInfinity(ViewAgeSeconds) ? -1 : ViewAgeSeconds, "s", "Seconds since a Consul watch last succeeded (-1 before the first).");
+        metrics.Meter.CreateObservableGauge("imapproxy.consul.up", () => FailingWatch() is null && HasView ? 1 : 0, "{bool}", "1 while every Consul watch succeeds, 0 while one fails (the last view keeps serving).");
+        metrics.Meter.CreateObservableGauge("imapproxy.consul.view.age", () => double.IsInfinity(ViewAgeSeconds) ? -1 : ViewAgeSeconds, "s", "Seconds since the Consul watch that succeeded least recently last did (-1 until each has once).");
         metrics.Meter.CreateObservableGauge("imapproxy.directory.placements.cached", () => _placements.Count, "{placement}", "Placements held in the cache.");
     }
 
@@ -72,21 +73,28 @@ internal sealed class ConsulDirectory : BackgroundService, IBackendDirectory
 
     public DirectoryView View => _view;
 
-    /// <summary>Seconds since a watch last succeeded (the view's age).</summary>
-    public double ViewAgeSeconds => _lastSuccessTicks == 0 ? double.PositiveInfinity : _timeProvider.GetElapsedTime(Interlocked.Read(ref _lastSuccessTicks)).TotalSeconds;
+    /// <summary>
+    /// The view's age: seconds since the watch that succeeded least recently last did (infinite until each has once).
+    /// A healthy blocking query returns at least every <see cref="ConsulOptions.WaitTime"/>.
+    /// </summary>
+    public double ViewAgeSeconds => Math.Max(_health.AgeSeconds(_timeProvider), Math.Max(_backendStates.AgeSeconds(_timeProvider), _overridesWatch.AgeSeconds(_timeProvider)));
 
     public string? Degraded
     {
         get
         {
-            if (_failing is { } failing)
+            if (FailingWatch() is { } watch)
             {
-                return $"Consul unreachable ({failing}); serving the last view, {ViewAgeSeconds:F0}s old";
+                return $"Consul unreachable ({watch.Name} watch: {watch.Failing}); serving the last view, {ViewAgeSeconds:F0}s old";
             }
 
             return ViewAgeSeconds > _consul.StaleAfter.TotalSeconds ? $"Consul view is {ViewAgeSeconds:F0}s old" : null;
         }
     }
+
+    /// <summary>The first watch that is failing now, or null.</summary>
+    private WatchState? FailingWatch() =>
+        _health.Failing is not null ? _health : _backendStates.Failing is not null ? _backendStates : _overridesWatch.Failing is not null ? _overridesWatch : null;
 
     public void MarkSuspect(string backendId) => _suspects.Mark(backendId);
 
@@ -172,9 +180,9 @@ internal sealed class ConsulDirectory : BackgroundService, IBackendDirectory
     }
 
     protected override Task ExecuteAsync(CancellationToken stoppingToken) => Task.WhenAll(
-        WatchAsync("health", (index, ct) => _client.HealthServiceAsync(_consul.ServiceName, index, ct), OnInstances, stoppingToken),
-        WatchAsync("backend states", (index, ct) => _client.ListAsync($"{_consul.KeyPrefix}/backends/", index, ct), OnStates, stoppingToken),
-        WatchAsync("overrides", (index, ct) => _client.ListAsync($"{_consul.KeyPrefix}/overrides/", index, ct), OnOverrides, stoppingToken),
+        WatchAsync(_health, (index, ct) => _client.HealthServiceAsync(_consul.ServiceName, index, ct), OnInstances, stoppingToken),
+        WatchAsync(_backendStates, (index, ct) => _client.ListAsync($"{_consul.KeyPrefix}/backends/", index, ct), OnStates, stoppingToken),
+        WatchAsync(_overridesWatch, (index, ct) => _client.ListAsync($"{_consul.KeyPrefix}/overrides/", index, ct), OnOverrides, stoppingToken),
         RefreshPlacementsAsync(stoppingToken),
         KickAsync(stoppingToken));
 
@@ -210,7 +218,7 @@ internal sealed class ConsulDirectory : BackgroundService, IBackendDirectory
     /// One blocking-query loop: index rules of the Consul docs, a floor between queries, jittered exponential
     /// backoff on errors. The last good result keeps serving while it fails.
     /// </summary>
-    private async Task WatchAsync<T>(string name, Func<ulong, CancellationToken, Task<ConsulResult<T>>> query, Action<T> apply, CancellationToken stoppingToken)
+    private async Task WatchAsync<T>(WatchState watch, Func<ulong, CancellationToken, Task<ConsulResult<T>>> query, Action<T> apply, CancellationToken stoppingToken)
     {
         ulong index = 0;
         var retryDelay = _consul.RetryDelay;
@@ -226,11 +234,11 @@ internal sealed class ConsulDirectory : BackgroundService, IBackendDirectory
                 }
 
                 index = BlockingIndex.Next(index, result.Index);
-                Interlocked.Exchange(ref _lastSuccessTicks, _timeProvider.GetTimestamp());
-                if (_failing is not null)
+                watch.Succeeded(_timeProvider.GetTimestamp());
+                if (watch.Failing is not null)
                 {
-                    _failing = null;
-                    Log.ConsulRecovered(_logger, name);
+                    watch.Failing = null;
+                    Log.ConsulRecovered(_logger, watch.Name);
                 }
 
                 retryDelay = _consul.RetryDelay;
@@ -246,8 +254,8 @@ internal sealed class ConsulDirectory : BackgroundService, IBackendDirectory
             }
             catch (Exception ex) when (ex is ConsulException or JsonException or FormatException)
             {
-                _failing = ex.Message;
-                Log.ConsulWatchFailed(_logger, name, ex.Message, retryDelay.TotalSeconds);
+                watch.Failing = ex.Message;
+                Log.ConsulWatchFailed(_logger, watch.Name, ex.Message, retryDelay.TotalSeconds);
                 // Full jitter between half and the whole delay, so replicas do not retry in step.
                 var delay = retryDelay * (0.5 + (Random.Shared.NextDouble() / 2));
                 retryDelay = TimeSpan.FromTicks(Math.Min(retryDelay.Ticks * 2, _consul.MaxRetryDelay.Ticks));
@@ -545,5 +553,28 @@ internal sealed class ConsulDirectory : BackgroundService, IBackendDirectory
                 return;
             }
         }
+    }
+
+    /// <summary>
+    /// One watch's standing, its own so that one recovering does not hide another that still fails: the error of
+    /// its last attempt while it fails, and when it last succeeded.
+    /// </summary>
+    private sealed class WatchState(string name)
+    {
+        private long _lastSuccessTicks;
+        private volatile string? _failing;
+
+        public string Name { get; } = name;
+
+        public string? Failing
+        {
+            get => _failing;
+            set => _failing = value;
+        }
+
+        public void Succeeded(long timestamp) => Interlocked.Exchange(ref _lastSuccessTicks, timestamp);
+
+        public double AgeSeconds(TimeProvider time) =>
+            Interlocked.Read(ref _lastSuccessTicks) is var ticks and not 0 ? time.GetElapsedTime(ticks).TotalSeconds : double.PositiveInfinity;
     }
 }

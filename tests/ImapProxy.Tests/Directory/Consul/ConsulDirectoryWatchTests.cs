@@ -11,10 +11,12 @@ using Xunit;
 
 namespace ImapProxy.Tests.Directory.Consul;
 
-/// <summary>The health watch over recorded Consul answers: index rules, errors and recovery.</summary>
+/// <summary>The watches over recorded Consul answers: index rules, errors and recovery, each watch on its own.</summary>
 public sealed class ConsulDirectoryWatchTests : IAsyncLifetime
 {
     private const string HealthPath = "/v1/health/service/imap-backend";
+    private const string StatesPath = "/v1/kv/imapproxy/backends/";
+    private const string OverridesPath = "/v1/kv/imapproxy/overrides/";
     private readonly RecordedConsulHandlerFake _consul = new();
     private readonly CancellationTokenSource _stop = new(TimeSpan.FromSeconds(60));
     private readonly TestMeterFactory _meters = new();
@@ -35,8 +37,8 @@ public sealed class ConsulDirectoryWatchTests : IAsyncLifetime
                 RetryDelay = TimeSpan.FromMilliseconds(20),
                 MaxRetryDelay = TimeSpan.FromMilliseconds(50),
 
-                // The key-value watches' first queries are never answered here: with the default 2 s they would time
-                // out on a slow machine and mark the directory degraded in the middle of a health-watch test.
+                // A watch's query waits here until the test queues its answer: with the default 2 s it could time out
+                // on a slow machine and mark the directory degraded in the middle of a test.
                 RequestTimeout = TimeSpan.FromHours(1),
             },
         });
@@ -54,16 +56,34 @@ public sealed class ConsulDirectoryWatchTests : IAsyncLifetime
         _meters.Dispose();
     }
 
-    private async Task<string?> NextHealthIndexAsync()
+    private Task<string?> NextHealthIndexAsync() => NextIndexAsync(HealthPath);
+
+    /// <summary>The index of the next query on <paramref name="path"/> (null: not blocking); others' are skipped.</summary>
+    private async Task<string?> NextIndexAsync(string path)
     {
         while (true)
         {
             var uri = await _consul.Requests.Reader.ReadAsync(_stop.Token);
-            if (uri.AbsolutePath == HealthPath)
+            if (uri.AbsolutePath == path)
             {
                 return HttpUtility.ParseQueryString(uri.Query)["index"];
             }
         }
+    }
+
+    /// <summary>Waits for the query on <paramref name="path"/> at <paramref name="index"/>, skipping those before it.</summary>
+    private async Task QueryAsync(string path, string index)
+    {
+        while (await NextIndexAsync(path) != index)
+        {
+        }
+    }
+
+    /// <summary>The key-value watches' first answers (nothing under either prefix); their next queries wait.</summary>
+    private void AnswerKeyValueWatches()
+    {
+        _consul.Enqueue(StatesPath, HttpStatusCode.NotFound, "", 3);
+        _consul.Enqueue(OverridesPath, HttpStatusCode.NotFound, "", 3);
     }
 
     [Fact]
@@ -73,6 +93,7 @@ public sealed class ConsulDirectoryWatchTests : IAsyncLifetime
         _consul.Enqueue(HealthPath, HttpStatusCode.OK, Instances(("b1", 1001, "passing"), ("b2", 1002, "critical")), 12);
         _consul.Enqueue(HealthPath, HttpStatusCode.OK, Instances(("b1", 1001, "passing"), ("b2", 1002, "critical")), 5);
         _consul.Enqueue(HealthPath, HttpStatusCode.InternalServerError, "rpc error", 0);
+        AnswerKeyValueWatches();
 
         await _directory.StartAsync(_stop.Token);
 
@@ -92,6 +113,32 @@ public sealed class ConsulDirectoryWatchTests : IAsyncLifetime
         Assert.Equal(["b1", "b2", "b3"], _directory.View.Candidates.Select(c => c.Id));
         Assert.Null(_directory.Degraded);
         Assert.True(_directory.HasView);
+    }
+
+    [Fact]
+    public async Task AWatchThatFails_KeepsTheDirectoryDegraded_WhileAnotherSucceeds()
+    {
+        _consul.Enqueue(HealthPath, HttpStatusCode.OK, Instances(("b1", 1001, "passing")), 10);
+        _consul.Enqueue(StatesPath, HttpStatusCode.NotFound, "", 3);
+        _consul.Enqueue(OverridesPath, HttpStatusCode.InternalServerError, "rpc error", 0);
+
+        await _directory.StartAsync(_stop.Token);
+        Assert.Null(await NextIndexAsync(OverridesPath));
+        Assert.Null(await NextIndexAsync(OverridesPath)); // the retry after the 500: it has been taken in by then
+        Assert.Contains("overrides watch: ", _directory.Degraded);
+        Assert.True(double.IsInfinity(_directory.ViewAgeSeconds)); // the overrides were never read
+
+        // The health watch succeeds again (a new index); the overrides still fail.
+        _consul.Enqueue(HealthPath, HttpStatusCode.OK, Instances(("b1", 1001, "passing"), ("b2", 1002, "passing")), 11);
+        await QueryAsync(HealthPath, "11"); // the query at 10 may still be in the queue
+        Assert.Equal(["b1", "b2"], _directory.View.Candidates.Select(c => c.Id));
+        Assert.Contains("overrides watch: ", _directory.Degraded);
+
+        // The overrides answer: nothing fails any more, and every watch has a result.
+        _consul.Enqueue(OverridesPath, HttpStatusCode.NotFound, "", 4);
+        Assert.Equal("4", await NextIndexAsync(OverridesPath));
+        Assert.Null(_directory.Degraded);
+        Assert.InRange(_directory.ViewAgeSeconds, 0, 60);
     }
 
     [Theory]
