@@ -103,10 +103,6 @@ public static class ImapProxyHost
             services.AddSingleton<ConsulDirectory>();
             services.AddSingleton<IBackendDirectory>(provider => provider.GetRequiredService<ConsulDirectory>());
             services.AddHostedService(provider => provider.GetRequiredService<ConsulDirectory>());
-            if (builder.Configuration.GetValue<bool>($"{ImapProxyOptions.SectionName}:Consul:Registration:Enabled"))
-            {
-                services.AddHostedService<ConsulRegistration>();
-            }
         }
         else
         {
@@ -117,6 +113,14 @@ public static class ImapProxyHost
         services.AddSingleton<ImapProxyMetrics>();
         services.AddSingleton<ImapListeners>();
         services.AddHostedService(provider => provider.GetRequiredService<ImapListeners>()); // after the directory's
+        if (builder.Configuration.GetValue<bool>($"{ImapProxyOptions.SectionName}:Consul:Enabled")
+            && builder.Configuration.GetValue<bool>($"{ImapProxyOptions.SectionName}:Consul:Registration:Enabled"))
+        {
+            // After the listeners, so stopped before them: the replica leaves the catalog as shutdown begins, not
+            // after its spliced sessions have drained (the grace, a minute or more).
+            services.AddHostedService<ConsulRegistration>();
+        }
+
         AddOpenTelemetry(builder);
         services.AddOptions<HostOptions>().Configure<IOptions<ImapProxyOptions>>((host, proxy) =>
             host.ShutdownTimeout = proxy.Value.Session.ShutdownGrace + TimeSpan.FromSeconds(5));

@@ -9,7 +9,8 @@ namespace ImapProxy.Directory.Consul;
 
 /// <summary>
 /// Registers this replica as a service (default "imapproxy") with the local agent once the host has started,
-/// retrying with backoff while the agent is away, and deregisters it on shutdown.
+/// retrying with backoff while the agent is away, and deregisters it on shutdown. Its service is stopped before the
+/// listeners' (see ImapProxyHost), so the deregistration comes first, while the host's stop token is still fresh.
 /// </summary>
 internal sealed class ConsulRegistration(
     ConsulClient client,
