@@ -93,6 +93,59 @@ public class RawProtocolTests(ClusterFixture cluster)
     }
 
     [Fact]
+    public async Task AClientThatEndsItsSideAfterLogout_StillGetsDovecotsAnswer_ThenTheClose_AsDirectly()
+    {
+        // A script whose input ends with LOGOUT (ncat, nc -N): the answer comes before the close, directly...
+        var backend = cluster.BackendFor("frank");
+        await using (var direct = await RawImapClient.ConnectAsync(new IPEndPoint(IPAddress.Parse(backend.Address), backend.Port)))
+        {
+            await LogoutAndEndSendingAsync(direct);
+        }
+
+        // ... and through the proxy (TLS: the client's close_notify, then the end of its TCP sending side).
+        await using var client = await ConnectImapsAsync();
+        await LogoutAndEndSendingAsync(client);
+
+        static async Task LogoutAndEndSendingAsync(RawImapClient client)
+        {
+            await client.ReadLineAsync();
+            Assert.StartsWith("a OK", (await client.CommandAsync("a", "LOGIN frank frank-pass"))[^1], StringComparison.Ordinal);
+            Assert.StartsWith("b OK", (await client.CommandAsync("b", "SELECT INBOX"))[^1], StringComparison.Ordinal);
+
+            await client.SendAsync("c LOGOUT\r\n");
+            await client.EndSendingAsync();
+            var answer = await client.ReadUntilTaggedAsync("c");
+
+            Assert.StartsWith("* BYE ", answer[0], StringComparison.Ordinal);
+            Assert.StartsWith("c OK ", answer[^1], StringComparison.Ordinal);
+            Assert.True(await client.WaitForCloseAsync());
+        }
+    }
+
+    [Fact]
+    public async Task CommandsPipelinedWithLogin_ThenTheEndOfSending_AreAllAnswered()
+    {
+        // The whole script in one go, then the end of the client's input (printf ... | ncat --ssl).
+        await using var client = await ConnectImapsAsync();
+        await client.ReadLineAsync();
+        await client.SendAsync("a LOGIN frank frank-pass\r\nb SELECT INBOX\r\nc FETCH 1 (FLAGS)\r\nd LOGOUT\r\n");
+        await client.EndSendingAsync();
+        var tagged = new List<string>();
+        while (tagged.Count < 4)
+        {
+            var line = await client.ReadLineAsync() ?? throw new EndOfStreamException(string.Join(" | ", tagged));
+            if (!line.StartsWith('*'))
+            {
+                tagged.Add(line);
+            }
+        }
+
+        Assert.Equal(["a", "b", "c", "d"], tagged.Select(l => l.Split(' ')[0]));
+        Assert.All(tagged, l => Assert.Equal("OK", l.Split(' ')[1]));
+        Assert.True(await client.WaitForCloseAsync());
+    }
+
+    [Fact]
     public async Task BytesPipelinedBehindStartTls_AreNeverExecuted()
     {
         // 127.0.0.9 is trusted: had the pipelined plaintext LOGIN run, it would have succeeded.

@@ -24,9 +24,8 @@ namespace ImapProxy.Splice;
 /// the stream splice reports them (<see cref="Splicer"/>): a stop requested by a kick or the shutdown shuts the
 /// sockets down (<see cref="SpliceControl"/>) and the next event sees the end; a write to the client that is still
 /// under way counts as one for <see cref="SpliceControl.TryBeginClientWrite"/>, so a kick also ends a client that
-/// does not read. One difference: the end comes with the first end seen, so a client that shuts down its sending
-/// side while a response to it is only partly sent (the client did not read it yet) loses the rest, where the
-/// stream splice finishes the write under way.
+/// does not read. A client that ends its side (a shutdown of its sending side, or its TLS close_notify) ends the
+/// splice only once the backend, told the same way, has closed: the answers to its last commands still reach it.
 /// </para>
 /// </remarks>
 internal sealed class EpollSplice : IReadinessListener, IValueTaskSource<SpliceResult>
@@ -43,6 +42,7 @@ internal sealed class EpollSplice : IReadinessListener, IValueTaskSource<SpliceR
     private long _fromClient;
     private long _fromBackend;
     private bool _finished;
+    private Timer? _clientEnded; // the client ended its side; set until the backend closes (or the limit stops it)
     private bool _tlsBuffersGrew; // a BIO buffer may have grown beyond TlsRecordLayer.KeepUpTo since the last trim
 
     private EpollSplice(EpollSocket client, EpollSocket backend, TlsRecordLayer? tls, ImapProxyMetrics metrics, SpliceControl control)
@@ -165,7 +165,7 @@ internal sealed class EpollSplice : IReadinessListener, IValueTaskSource<SpliceR
     private void PumpFromClient()
     {
         var buffer = _client.Loop.SharedBuffer;
-        while (!_finished && _toBackend.Buffer is null)
+        while (!_finished && _clientEnded is null && _toBackend.Buffer is null)
         {
             var read = _client.TryReceive(buffer, out var error);
             if (read < 0)
@@ -178,9 +178,15 @@ internal sealed class EpollSplice : IReadinessListener, IValueTaskSource<SpliceR
                 return;
             }
 
-            if (read == 0 || _control.StopRequested)
+            if (_control.StopRequested)
             {
                 Finish(SpliceOutcome.ClientClosed);
+                return;
+            }
+
+            if (read == 0)
+            {
+                ClientEnded();
                 return;
             }
 
@@ -231,9 +237,15 @@ internal sealed class EpollSplice : IReadinessListener, IValueTaskSource<SpliceR
                 continue;
             }
 
+            if (status == TlsReadStatus.Closed)
+            {
+                ClientEnded(); // its close_notify: the end of what it sends, as a shutdown of its sending side is
+                break;
+            }
+
             if (status != TlsReadStatus.WantRead)
             {
-                Finish(status == TlsReadStatus.Closed ? SpliceOutcome.ClientClosed : SpliceOutcome.ClientError);
+                Finish(SpliceOutcome.ClientError);
                 return false;
             }
 
@@ -273,7 +285,7 @@ internal sealed class EpollSplice : IReadinessListener, IValueTaskSource<SpliceR
 
             if (read == 0)
             {
-                Finish(SpliceOutcome.BackendClosed);
+                Finish(_clientEnded is null ? SpliceOutcome.BackendClosed : SpliceOutcome.ClientClosed);
                 return;
             }
 
@@ -434,6 +446,13 @@ internal sealed class EpollSplice : IReadinessListener, IValueTaskSource<SpliceR
     }
 
     /// <summary>
+    /// The client ended its side with everything it sent forwarded: the backend is told (see
+    /// <see cref="SpliceControl.ClientEnded"/>), the client is read no more, and the backend's last answers still
+    /// reach the client until the backend closes, as they would without the proxy.
+    /// </summary>
+    private void ClientEnded() => _clientEnded ??= _control.ClientEnded();
+
+    /// <summary>
     /// TLS: once the session is idle again, OpenSSL's grown buffers go back (see <see cref="TlsRecordLayer.Trim"/>): at
     /// the start those the handshake left (a .NET client leaves 384 and 1,036 bytes), later those a large command or
     /// answer grew; one that still holds ciphertext not decrypted yet is tried again after the next event.
@@ -470,6 +489,7 @@ internal sealed class EpollSplice : IReadinessListener, IValueTaskSource<SpliceR
 
         _toClient.Release();
         _toBackend.Release();
+        _clientEnded?.Dispose();
         _tls?.Release();
         _control.Stop();
         _client.SetListener(null);

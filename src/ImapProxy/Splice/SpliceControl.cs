@@ -20,13 +20,22 @@ namespace ImapProxy.Splice;
 /// <see cref="RequestStop"/> pair up so that one of them always sees the other.
 /// </para>
 /// </remarks>
-internal sealed class SpliceControl
+internal sealed class SpliceControl(TimeSpan? clientEndLimit = null)
 {
+    /// <summary>
+    /// How long a splice waits, after the client ended its side, for the backend to close (Dovecot and Cyrus close as
+    /// soon as they see the end, after the answers to what was sent before it).
+    /// </summary>
+    public static readonly TimeSpan DefaultClientEndLimit = TimeSpan.FromSeconds(60);
+
     private Socket? _client;
     private BackendConnection? _backend;
     private int _stopRequested;
     private int _stopped;
     private int _clientWriting;
+
+    /// <summary>How long the splice waits for the backend to close once the client has ended its side.</summary>
+    public TimeSpan ClientEndLimit { get; } = clientEndLimit ?? DefaultClientEndLimit;
 
     /// <summary>Whether a kick or the shutdown asked the splice to end.</summary>
     public bool StopRequested => Volatile.Read(ref _stopRequested) != 0;
@@ -96,4 +105,15 @@ internal sealed class SpliceControl
     }
 
     internal void EndClientWrite() => Volatile.Write(ref _clientWriting, 0);
+
+    /// <summary>
+    /// The client ended its side (a shutdown of its sending side, or a TLS close_notify) and the splice goes on for
+    /// the backend's last answers: the backend is told the same way, and if it has not closed within
+    /// <see cref="ClientEndLimit"/> the splice is stopped. The timer returned goes with the splice's end.
+    /// </summary>
+    internal Timer ClientEnded()
+    {
+        ImapSocketConnection.ShutdownQuietly(_backend!.Socket, SocketShutdown.Send);
+        return new Timer(static state => ((SpliceControl)state!).RequestStop(), this, ClientEndLimit, Timeout.InfiniteTimeSpan);
+    }
 }

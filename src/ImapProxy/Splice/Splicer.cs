@@ -112,9 +112,24 @@ internal static class Splicer
                         break;
                     }
 
-                    if (read == 0 || control.StopRequested)
+                    if (control.StopRequested)
                     {
-                        upstream = control.StopRequested ? SpliceOutcome.Cancelled : SpliceOutcome.ClientClosed;
+                        upstream = SpliceOutcome.Cancelled;
+                        break;
+                    }
+
+                    if (read == 0)
+                    {
+                        // The client ended its side: the backend is told, and its last answers still reach the client
+                        // until it closes (or the limit stops the splice).
+                        Return(ref rented);
+                        state.Finished(SpliceOutcome.ClientClosed);
+                        using (control.ClientEnded())
+                        {
+                            await downstream;
+                        }
+
+                        upstream = SpliceOutcome.ClientClosed;
                         break;
                     }
 

@@ -193,6 +193,20 @@ public sealed class RawImapClient : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Ends this side of the connection, as a script does when its input runs out (ncat, nc -N): TLS sends its
+    /// close_notify first; then the socket's sending side is shut down. Reading goes on.
+    /// </summary>
+    public async Task EndSendingAsync()
+    {
+        if (_stream is SslStream tls)
+        {
+            await tls.ShutdownAsync();
+        }
+
+        _socket.Shutdown(SocketShutdown.Send);
+    }
+
     /// <summary>TLS handshake over the current connection (after "OK Begin TLS", or at once for 993).</summary>
     public async Task UpgradeToTlsAsync()
     {

@@ -30,7 +30,7 @@ public sealed class SplicerTests : IAsyncDisposable
 
     private readonly EpollEngine _epoll = new(1, inlineContinuations: true, NullLogger.Instance);
     private readonly TestMeterFactory _meters = new();
-    private readonly SpliceControl _control = new();
+    private SpliceControl _control = new();
     private readonly string _directory = Path.Combine(Path.GetTempPath(), "splicer-tests-" + Guid.NewGuid().ToString("N"));
     private Socket? _peer; // the backend's end
     private Socket? _client; // the client's end
@@ -89,6 +89,7 @@ public sealed class SplicerTests : IAsyncDisposable
         Assert.Equal("a1 OK NOOP completed.\r\n", await ReadClientAsync(23));
 
         await CloseClientAsync();
+        await BackendSeesTheEndAndClosesAsync();
         var result = await splice.WaitAsync(s_limit);
 
         Assert.Equal(SpliceOutcome.ClientClosed, result.Outcome);
@@ -96,8 +97,70 @@ public sealed class SplicerTests : IAsyncDisposable
         Assert.Equal(9, result.BytesFromClient);
         Assert.Equal(23, result.BytesFromBackend);
         Assert.True(result.AtResponseBoundary);
-        Assert.Equal(0, await _peer.ReceiveAsync(new byte[1])); // the backend connection was shut down
         Assert.False(_control.StopRequested);
+    }
+
+    [Theory]
+    [MemberData(nameof(Modes))]
+    public async Task TheClientsEnd_ReachesTheBackend_AndItsLastAnswersStillReachTheClient(SocketEngineKind engine, bool tls)
+    {
+        var splice = await StartAsync(engine, tls);
+
+        // A script that sends its last command and shuts down its sending side (ncat, nc -N) gets the answers, as
+        // it would from the backend directly.
+        await SendFromClientAsync("a9 LOGOUT\r\n");
+        await CloseClientAsync();
+        Assert.Equal("a9 LOGOUT\r\n", await ReceiveAtPeerAsync(11));
+        Assert.Equal(0, await _peer!.ReceiveAsync(new byte[1]).WaitAsync(s_limit)); // the end, passed on
+        Assert.False(splice.IsCompleted);
+
+        const string Answer = "* BYE Logging out\r\na9 OK Logout completed.\r\n";
+        await _peer.SendAsync(Encoding.ASCII.GetBytes(Answer));
+        _peer.Shutdown(SocketShutdown.Send);
+        Assert.Equal(Answer, await ReadClientAsync(Answer.Length));
+        var result = await splice.WaitAsync(s_limit);
+
+        Assert.Equal(SpliceOutcome.ClientClosed, result.Outcome);
+        Assert.Equal(11, result.BytesFromClient);
+        Assert.Equal(Answer.Length, result.BytesFromBackend);
+        Assert.True(result.BackendSaidBye);
+        Assert.False(_control.StopRequested);
+    }
+
+    [Theory]
+    [InlineData(SocketEngineKind.DotNet)]
+    [InlineData(SocketEngineKind.Epoll)]
+    public async Task TlsClosenotify_EndsTheClientsSide_AndTheBackendsLastAnswerStillReachesIt(SocketEngineKind engine)
+    {
+        var splice = await StartAsync(engine, tls: true);
+
+        await SendFromClientAsync("a9 LOGOUT\r\n");
+        await _clientTls!.ShutdownAsync().WaitAsync(s_limit); // close_notify; the TCP connection stays open both ways
+        Assert.Equal("a9 LOGOUT\r\n", await ReceiveAtPeerAsync(11));
+        Assert.Equal(0, await _peer!.ReceiveAsync(new byte[1]).WaitAsync(s_limit));
+
+        await _peer.SendAsync("* BYE Logging out\r\n"u8.ToArray());
+        _peer.Shutdown(SocketShutdown.Send);
+        Assert.Equal("* BYE Logging out\r\n", await ReadClientAsync(19));
+        var result = await splice.WaitAsync(s_limit);
+
+        Assert.Equal(SpliceOutcome.ClientClosed, result.Outcome);
+        Assert.Equal(19, result.BytesFromBackend);
+    }
+
+    [Theory]
+    [MemberData(nameof(Modes))]
+    public async Task ABackendThatStaysOpenAfterTheClientsEnd_IsStoppedAfterTheLimit(SocketEngineKind engine, bool tls)
+    {
+        _control = new SpliceControl(clientEndLimit: TimeSpan.FromMilliseconds(100));
+        var splice = await StartAsync(engine, tls);
+
+        await CloseClientAsync();
+        Assert.Equal(0, await _peer!.ReceiveAsync(new byte[1]).WaitAsync(s_limit)); // told, but it stays
+        var result = await splice.WaitAsync(s_limit);
+
+        Assert.Equal(SpliceOutcome.Cancelled, result.Outcome);
+        Assert.True(_control.StopRequested);
     }
 
     [Theory]
@@ -170,6 +233,7 @@ public sealed class SplicerTests : IAsyncDisposable
 
         Assert.Equal("* 3 EXISTS\r\n", await ReadClientAsync(12));
         await CloseClientAsync();
+        await BackendSeesTheEndAndClosesAsync();
         var result = await splice.WaitAsync(s_limit);
         Assert.Equal(12, result.BytesFromBackend);
     }
@@ -196,6 +260,7 @@ public sealed class SplicerTests : IAsyncDisposable
         await SendFromClientAsync("c NOOP\r\n");
         Assert.Equal("b SELECT INBOX\r\nc NOOP\r\n", await ReceiveAtPeerAsync(24));
         await CloseClientAsync();
+        await BackendSeesTheEndAndClosesAsync();
         var result = await splice.WaitAsync(s_limit);
         Assert.Equal(SpliceOutcome.ClientClosed, result.Outcome);
         Assert.Equal(24, result.BytesFromClient);
@@ -361,6 +426,17 @@ public sealed class SplicerTests : IAsyncDisposable
     {
         _client!.Shutdown(SocketShutdown.Send);
         return Task.CompletedTask;
+    }
+
+    /// <summary>What an IMAP server does when the client ends its side: reads up to that end, then closes.</summary>
+    private async Task BackendSeesTheEndAndClosesAsync()
+    {
+        var rest = new byte[1024];
+        while (await _peer!.ReceiveAsync(rest).WaitAsync(s_limit) != 0)
+        {
+        }
+
+        _peer.Shutdown(SocketShutdown.Send);
     }
 
     private async Task ReceiveExactlyAtPeerAsync(byte[] buffer)
