@@ -62,15 +62,7 @@ public sealed class DotNetSocketEngineTests(ClusterFixture cluster) : IAsyncLife
         await using var client = await RawImapClient.ConnectAsync(_proxy.Imaps, implicitTls: true, serverCertificate: cluster.ServerCertificate);
         await client.ReadLineAsync();
         await client.SendAsync("a LOGIN frank frank-pass\r\nb SELECT INBOX\r\nc NOOP\r\nd LOGOUT\r\n");
-        var tagged = new List<string>();
-        while (tagged.Count < 4)
-        {
-            var line = await client.ReadLineAsync() ?? throw new EndOfStreamException(string.Join(" | ", tagged));
-            if (!line.StartsWith('*'))
-            {
-                tagged.Add(line);
-            }
-        }
+        var tagged = await client.ReadTaggedAsync(4);
 
         Assert.Equal(["a", "b", "c", "d"], tagged.Select(l => l.Split(' ')[0]));
         Assert.True(await client.WaitForCloseAsync());

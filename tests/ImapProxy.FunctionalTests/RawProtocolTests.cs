@@ -77,15 +77,7 @@ public class RawProtocolTests(ClusterFixture cluster)
         await using var client = await ConnectImapsAsync();
         await client.ReadLineAsync();
         await client.SendAsync("a LOGIN frank frank-pass\r\nb SELECT INBOX\r\nc FETCH 1 (FLAGS)\r\nd NOOP\r\ne LOGOUT\r\n");
-        var tagged = new List<string>();
-        while (tagged.Count < 5)
-        {
-            var line = await client.ReadLineAsync() ?? throw new EndOfStreamException(string.Join(" | ", tagged));
-            if (!line.StartsWith('*'))
-            {
-                tagged.Add(line);
-            }
-        }
+        var tagged = await client.ReadTaggedAsync(5);
 
         Assert.Equal(["a", "b", "c", "d", "e"], tagged.Select(l => l.Split(' ')[0]));
         Assert.All(tagged, l => Assert.Equal("OK", l.Split(' ')[1]));
@@ -130,15 +122,7 @@ public class RawProtocolTests(ClusterFixture cluster)
         await client.ReadLineAsync();
         await client.SendAsync("a LOGIN frank frank-pass\r\nb SELECT INBOX\r\nc FETCH 1 (FLAGS)\r\nd LOGOUT\r\n");
         await client.EndSendingAsync();
-        var tagged = new List<string>();
-        while (tagged.Count < 4)
-        {
-            var line = await client.ReadLineAsync() ?? throw new EndOfStreamException(string.Join(" | ", tagged));
-            if (!line.StartsWith('*'))
-            {
-                tagged.Add(line);
-            }
-        }
+        var tagged = await client.ReadTaggedAsync(4);
 
         Assert.Equal(["a", "b", "c", "d"], tagged.Select(l => l.Split(' ')[0]));
         Assert.All(tagged, l => Assert.Equal("OK", l.Split(' ')[1]));

@@ -173,6 +173,22 @@ public sealed class RawImapClient : IAsyncDisposable
         }
     }
 
+    /// <summary>The next <paramref name="count"/> tagged responses (pipelined commands' answers), untagged lines skipped.</summary>
+    public async Task<List<string>> ReadTaggedAsync(int count)
+    {
+        var tagged = new List<string>();
+        while (tagged.Count < count)
+        {
+            var line = await ReadLineAsync() ?? throw new EndOfStreamException($"Connection closed after {tagged.Count} tagged responses: {string.Join(" | ", tagged)}");
+            if (!line.StartsWith('*'))
+            {
+                tagged.Add(line);
+            }
+        }
+
+        return tagged;
+    }
+
     /// <summary>Sends a command and returns its responses (tagged last).</summary>
     public async Task<List<string>> CommandAsync(string tag, string command)
     {
