@@ -23,8 +23,8 @@ namespace ImapProxy.Splice;
 internal sealed class SpliceControl(TimeSpan? clientEndLimit = null)
 {
     /// <summary>
-    /// How long a splice waits, after the client ended its side, for the backend to close (Dovecot and Cyrus close as
-    /// soon as they see the end, after the answers to what was sent before it).
+    /// How long a splice waits, after the client ended its side, for the backend to close (Dovecot closes as soon as it
+    /// sees the end, after the answers to what was sent before it; tested against Dovecot only).
     /// </summary>
     public static readonly TimeSpan DefaultClientEndLimit = TimeSpan.FromSeconds(60);
 
