@@ -97,7 +97,8 @@ public static class ImapProxyHost
         services.AddSingleton(CreateSocketEngine);
         services.AddSingleton<BackendConnector>();
         services.AddSingleton<SessionRegistry>();
-        if (builder.Configuration.GetValue<bool>($"{ImapProxyOptions.SectionName}:Consul:Enabled"))
+        var consul = builder.Configuration.GetValue<bool>($"{ImapProxyOptions.SectionName}:Consul:Enabled");
+        if (consul)
         {
             services.AddHttpClient<ConsulClient>().ConfigurePrimaryHttpMessageHandler(provider => CreateConsulHandler(provider.GetRequiredService<IOptions<ImapProxyOptions>>().Value.Consul));
             services.AddSingleton<ConsulDirectory>();
@@ -113,8 +114,7 @@ public static class ImapProxyHost
         services.AddSingleton<ImapProxyMetrics>();
         services.AddSingleton<ImapListeners>();
         services.AddHostedService(provider => provider.GetRequiredService<ImapListeners>()); // after the directory's
-        if (builder.Configuration.GetValue<bool>($"{ImapProxyOptions.SectionName}:Consul:Enabled")
-            && builder.Configuration.GetValue<bool>($"{ImapProxyOptions.SectionName}:Consul:Registration:Enabled"))
+        if (consul && builder.Configuration.GetValue<bool>($"{ImapProxyOptions.SectionName}:Consul:Registration:Enabled"))
         {
             // After the listeners, so stopped before them: the replica leaves the catalog as shutdown begins, not
             // after its spliced sessions have drained (the grace, a minute or more).
