@@ -285,7 +285,7 @@ internal sealed class EpollSplice : IReadinessListener, IValueTaskSource<SpliceR
 
             if (read == 0)
             {
-                Finish(_clientEnded is null ? SpliceOutcome.BackendClosed : SpliceOutcome.ClientClosed);
+                Finish(_clientEnded is null ? SpliceOutcome.BackendClosed : SpliceOutcome.ClientClosed, backendClosed: true);
                 return;
             }
 
@@ -471,7 +471,7 @@ internal sealed class EpollSplice : IReadinessListener, IValueTaskSource<SpliceR
     /// session. Nothing may touch this splice's sockets afterwards: the session may dispose them inside
     /// <see cref="ManualResetValueTaskSourceCore{TResult}.SetResult"/>.
     /// </summary>
-    private void Finish(SpliceOutcome outcome)
+    private void Finish(SpliceOutcome outcome, bool backendClosed = false)
     {
         if (_finished)
         {
@@ -491,7 +491,15 @@ internal sealed class EpollSplice : IReadinessListener, IValueTaskSource<SpliceR
         _toBackend.Release();
         _clientEnded?.Dispose();
         _tls?.Release();
-        _control.Stop();
+        if (backendClosed)
+        {
+            _control.EndedByBackendClose();
+        }
+        else
+        {
+            _control.Stop(); // the backend is told at once (the session may hold the client a while: a BYE, a delay)
+        }
+
         _client.SetListener(null);
         _backend.SetListener(null);
 

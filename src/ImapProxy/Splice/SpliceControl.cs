@@ -91,6 +91,13 @@ internal sealed class SpliceControl(TimeSpan? clientEndLimit = null)
         ImapSocketConnection.ShutdownQuietly(backend.Socket, SocketShutdown.Both);
     }
 
+    /// <summary>
+    /// The splice ended because the backend closed: nothing is left waiting on either socket, and both are closed by
+    /// their owners next, so neither is shut down first (two system calls per session saved; a client that has gone
+    /// already made the shutdown fail). Later stop requests shut nothing down.
+    /// </summary>
+    internal void EndedByBackendClose() => Volatile.Write(ref _stopped, 1);
+
     /// <summary>Before a write to the client: false if a stop was requested (then nothing may be written).</summary>
     internal bool TryBeginClientWrite()
     {
