@@ -5,7 +5,8 @@ namespace ImapProxy.Connections.Transport;
 /// <summary>
 /// How the sockets of IMAP sessions (a client's and its backend's) do their I/O: through the proxy's own epoll
 /// engine on Linux (<see cref="Epoll.EpollEngine"/>), or through .NET's sockets (<see cref="DotNetSocketEngine"/>,
-/// elsewhere or when configured). The IMAP listeners accept the client sockets with .NET's sockets either way.
+/// elsewhere or when configured). The IMAP listeners accept on the epoll engine's threads with the one, through .NET's
+/// sockets with the other (<see cref="ImapListenSocket.StartAccepting"/>).
 /// </summary>
 internal interface ISocketEngine
 {

@@ -1,5 +1,6 @@
 using System.Net;
 using System.Net.Sockets;
+using ImapProxy.Connections.Transport.Epoll;
 using ImapProxy.Telemetry;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.Extensions.Logging;
@@ -7,9 +8,8 @@ using Microsoft.Extensions.Logging;
 namespace ImapProxy.Connections.Transport;
 
 /// <summary>
-/// The listening socket of one IMAP listener: accepts client sockets and gives each as a lean
-/// <see cref="ImapSocketConnection"/>, whose I/O goes through the socket engine. <see cref="ImapListeners"/> runs the
-/// accept loop.
+/// The listening socket of one IMAP listener: accepts client sockets and gives each to <see cref="ImapListeners"/> as a
+/// lean <see cref="ImapSocketConnection"/>, whose I/O goes through the socket engine.
 /// </summary>
 internal sealed class ImapListenSocket : IDisposable
 {
@@ -19,7 +19,10 @@ internal sealed class ImapListenSocket : IDisposable
     private readonly Socket _socket;
     private readonly ISocketEngine _engine;
     private readonly ILogger _logger;
+    private readonly Lock _lock = new();
+    private readonly TaskCompletionSource _unboundSignal = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private volatile bool _unbound;
+    private EpollAcceptor? _acceptor;
 
     private ImapListenSocket(Socket socket, ISocketEngine engine, ILogger logger)
     {
@@ -61,6 +64,49 @@ internal sealed class ImapListenSocket : IDisposable
     }
 
     /// <summary>
+    /// Accepts every connection until unbound, giving each to <paramref name="accepted"/>; the task ends once unbound.
+    /// With the epoll engine, connections are accepted on its threads (<see cref="EpollAcceptor"/>) and
+    /// <paramref name="accepted"/> runs there (its flag true), so it must not block; otherwise an accept loop runs on
+    /// the thread pool (the flag false).
+    /// </summary>
+    public Task StartAccepting(Action<ImapSocketConnection, bool> accepted)
+    {
+        ArgumentNullException.ThrowIfNull(accepted);
+        if (_engine is not EpollEngine epoll)
+        {
+            return Task.Run(async () =>
+            {
+                while (await AcceptAsync() is { } connection)
+                {
+                    accepted(connection, false);
+                }
+            });
+        }
+
+        lock (_lock)
+        {
+            if (_unbound)
+            {
+                return Task.CompletedTask;
+            }
+
+            _acceptor = new EpollAcceptor(
+                _socket,
+                epoll,
+                (socket, _) =>
+                {
+                    if (Take(socket) is { } connection)
+                    {
+                        accepted(connection, true);
+                    }
+                },
+                error => Log.AcceptFailed(_logger, EndPoint.ToString(), error.ToString()));
+        }
+
+        return _unboundSignal.Task;
+    }
+
+    /// <summary>
     /// One connection, or null once unbound. Failures of one accept are logged and the next is tried; running out of
     /// descriptors pauses accepting briefly instead of spinning.
     /// </summary>
@@ -70,18 +116,9 @@ internal sealed class ImapListenSocket : IDisposable
         {
             try
             {
-                var accepted = await _socket.AcceptAsync(cancellationToken);
-                try
+                if (Take(await _socket.AcceptAsync(cancellationToken)) is { } connection)
                 {
-                    accepted.NoDelay = true;
-                    return new ImapSocketConnection(accepted, _engine);
-                }
-                catch (Exception ex)
-                {
-                    // Gone already (NoDelay on a reset socket), or the engine could not take it: this one is lost,
-                    // accepting goes on.
-                    accepted.Dispose();
-                    Log.AcceptFailed(_logger, EndPoint.ToString(), ex is SocketException socketError ? socketError.SocketErrorCode.ToString() : ex.GetType().Name);
+                    return connection;
                 }
             }
             catch (ObjectDisposedException)
@@ -111,10 +148,37 @@ internal sealed class ImapListenSocket : IDisposable
         }
     }
 
-    /// <summary>Stops listening: a waiting <see cref="AcceptAsync"/> returns null, and so does every later one.</summary>
+    /// <summary>
+    /// Stops listening: a waiting <see cref="AcceptAsync"/> returns null, and so does every later one; the task of
+    /// <see cref="StartAccepting"/> ends.
+    /// </summary>
     public void Dispose()
     {
-        _unbound = true;
+        lock (_lock)
+        {
+            _unbound = true;
+            _acceptor?.Dispose(); // off the engine's loops before the descriptor closes
+        }
+
         _socket.Dispose();
+        _unboundSignal.TrySetResult();
+    }
+
+    /// <summary>An accepted socket as a connection on the engine; null (logged) if it is lost already.</summary>
+    private ImapSocketConnection? Take(Socket accepted)
+    {
+        try
+        {
+            accepted.NoDelay = true;
+            return new ImapSocketConnection(accepted, _engine);
+        }
+        catch (Exception ex)
+        {
+            // Gone already (NoDelay on a reset socket), or the engine could not take it: this one is lost,
+            // accepting goes on.
+            accepted.Dispose();
+            Log.AcceptFailed(_logger, EndPoint.ToString(), ex is SocketException socketError ? socketError.SocketErrorCode.ToString() : ex.GetType().Name);
+            return null;
+        }
     }
 }

@@ -167,6 +167,76 @@ public abstract class ImapTransportTests : IAsyncDisposable
     }
 
     [Fact]
+    public async Task StartAccepting_HandsOverEveryConnection_OnTheEnginesThreads_UntilUnbound()
+    {
+        _listener = Bind(0);
+        var accepted = System.Threading.Channels.Channel.CreateUnbounded<(ImapSocketConnection Connection, bool OnEngineThread, bool OnLoop)>();
+        var accepting = _listener.StartAccepting((connection, onEngineThread) =>
+            accepted.Writer.TryWrite((connection, onEngineThread, EpollLoop.Current is not null)));
+
+        var clients = new List<Socket>();
+        var connections = new List<ImapSocketConnection>();
+        try
+        {
+            for (var i = 0; i < 8; i++)
+            {
+                var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+                clients.Add(client);
+                await client.ConnectAsync(_listener.EndPoint);
+            }
+
+            for (var i = 0; i < clients.Count; i++)
+            {
+                var (connection, onEngineThread, onLoop) = await accepted.Reader.ReadAsync().AsTask().WaitAsync(s_limit);
+                connections.Add(connection);
+                var epoll = _engine is EpollEngine;
+                Assert.Equal(epoll, onEngineThread);
+                Assert.Equal(epoll, onLoop); // said so only where it is so: there the callback must not block
+                Assert.True(connection.Socket.NoDelay);
+            }
+
+            // Each client has its own connection, and each connection's stream reaches its client.
+            Assert.Equal(
+                clients.Select(c => c.LocalEndPoint!.ToString()).Order(),
+                connections.Select(c => c.RemoteEndPoint!.ToString()).Order());
+            foreach (var connection in connections)
+            {
+                await connection.Stream.WriteAsync("* OK\r\n"u8.ToArray());
+                var client = clients.Single(c => c.LocalEndPoint!.Equals(connection.RemoteEndPoint));
+                var greeting = new byte[6];
+                Assert.Equal(6, await client.ReceiveAsync(greeting).WaitAsync(s_limit));
+            }
+
+            Assert.False(accepting.IsCompleted);
+            _listener.Dispose();
+            await accepting.WaitAsync(s_limit);
+
+            using var late = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+            var refused = await Assert.ThrowsAsync<SocketException>(() => late.ConnectAsync(_listener.EndPoint).WaitAsync(s_limit));
+            Assert.Equal(SocketError.ConnectionRefused, refused.SocketErrorCode);
+            Assert.False(accepted.Reader.TryRead(out _));
+        }
+        finally
+        {
+            foreach (var connection in connections)
+            {
+                await connection.DisposeAsync();
+            }
+
+            clients.ForEach(c => c.Dispose());
+        }
+    }
+
+    [Fact]
+    public async Task StartAccepting_AfterUnbind_EndsAtOnce()
+    {
+        _listener = Bind(0);
+        _listener.Dispose();
+
+        await _listener.StartAccepting((_, _) => throw new InvalidOperationException("nothing to accept")).WaitAsync(s_limit);
+    }
+
+    [Fact]
     public async Task BindingAPortInUse_IsAnAddressInUseError()
     {
         _listener = Bind(0);

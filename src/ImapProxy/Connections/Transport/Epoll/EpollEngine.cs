@@ -151,6 +151,9 @@ internal sealed unsafe class EpollLoop : IDisposable
     /// <summary>True on this loop's own thread.</summary>
     public bool IsCurrent => t_current == this;
 
+    /// <summary>The loop whose thread this is; null on any other thread.</summary>
+    public static EpollLoop? Current => t_current;
+
     /// <summary>A buffer for handlers running on this loop's thread, and only for the duration of one call.</summary>
     public byte[] SharedBuffer { get; } = GC.AllocateUninitializedArray<byte>(SharedBufferSize, pinned: true);
 
@@ -182,6 +185,51 @@ internal sealed unsafe class EpollLoop : IDisposable
         }
 
         return token;
+    }
+
+    /// <summary>
+    /// Adds a listening socket, level-triggered and exclusive (EPOLLEXCLUSIVE: a new connection wakes one of the loops
+    /// waiting on it, not all): a connection left pending is reported again on the loop's next wait. Returns the
+    /// registration's token, for <see cref="RemoveListening"/>.
+    /// </summary>
+    public ulong AddListening(int fd, IEpollHandler handler)
+    {
+        var token = _engine.Handlers.Add(handler);
+        if (!Use(_epoll))
+        {
+            _engine.Handlers.Remove(token);
+            throw new SocketException((int)SocketError.Shutdown); // the engine has stopped
+        }
+
+        try
+        {
+            if (Control(LibC.EpollCtlAdd, fd, LibC.EpollIn | LibC.EpollExclusive, token) != 0)
+            {
+                var errno = Marshal.GetLastPInvokeError();
+                _engine.Handlers.Remove(token);
+                throw new SocketException((int)LibC.ToSocketError(errno));
+            }
+        }
+        finally
+        {
+            _epoll.DangerousRelease();
+        }
+
+        return token;
+    }
+
+    /// <summary>
+    /// Takes a listening socket out of this loop's epoll (it stays open, and in the other loops') and stops its events
+    /// reaching the handler. The caller holds a reference on the socket, so <paramref name="fd"/> is still its number.
+    /// </summary>
+    public void RemoveListening(int fd, ulong token)
+    {
+        _engine.Handlers.Remove(token);
+        if (Use(_epoll))
+        {
+            _ = Control(LibC.EpollCtlDel, fd, 0, 0);
+            _epoll.DangerousRelease();
+        }
     }
 
     /// <summary>

@@ -76,7 +76,11 @@ internal sealed class EpollSocket : IEpollHandler
         Loop = loop;
         _handle = socket.SafeHandle;
         _fd = (int)_handle.DangerousGetHandle();
-        SetNonBlocking(_fd);
+        if (socket.Blocking)
+        {
+            SetNonBlocking(_fd); // not when .NET made it non-blocking already (accepted from a non-blocking listener)
+        }
+
         if (register)
         {
             Register();

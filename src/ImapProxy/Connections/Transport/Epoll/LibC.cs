@@ -14,12 +14,14 @@ internal static unsafe partial class LibC
 
     public const int EpollCloexec = 0x80000;
     public const int EpollCtlAdd = 1;
+    public const int EpollCtlDel = 2;
 
     public const uint EpollIn = 0x001;
     public const uint EpollOut = 0x004;
     public const uint EpollErr = 0x008;
     public const uint EpollHup = 0x010;
     public const uint EpollRdHup = 0x2000;
+    public const uint EpollExclusive = 1u << 28;
     public const uint EpollEt = 1u << 31;
 
     public const int EfdCloexec = 0x80000;

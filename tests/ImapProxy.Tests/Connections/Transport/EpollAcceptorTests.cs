@@ -1,0 +1,146 @@
+using System.Net;
+using System.Net.Sockets;
+using System.Threading.Channels;
+using ImapProxy.Connections.Transport.Epoll;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Time.Testing;
+using Xunit;
+
+namespace ImapProxy.Tests.Connections.Transport;
+
+/// <summary>Accepting on the epoll engine's threads, with real loopback sockets and two loops.</summary>
+public sealed class EpollAcceptorTests : IDisposable
+{
+    private static readonly TimeSpan s_limit = TimeSpan.FromSeconds(30);
+
+    private readonly EpollEngine _engine = new(2, inlineContinuations: true, NullLogger.Instance);
+    private readonly Socket _listening = new(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+    private readonly List<Socket> _sockets = [];
+    private readonly Channel<(Socket Socket, EpollLoop Loop, EpollLoop? Current)> _accepted = Channel.CreateUnbounded<(Socket, EpollLoop, EpollLoop?)>();
+    private readonly Channel<SocketError> _failed = Channel.CreateUnbounded<SocketError>();
+
+    public EpollAcceptorTests()
+    {
+        _listening.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        _listening.Listen(64);
+    }
+
+    public void Dispose()
+    {
+        _sockets.ForEach(s => s.Dispose());
+        _listening.Dispose();
+        _engine.Dispose();
+    }
+
+    [Fact]
+    public async Task EachConnection_IsAcceptedOnce_OnTheThreadOfTheLoopThatTookIt()
+    {
+        using var acceptor = Start();
+        Assert.True(acceptor.Registered);
+
+        for (var i = 0; i < 20; i++)
+        {
+            await ConnectAsync();
+        }
+
+        var seen = new HashSet<EndPoint>();
+        for (var i = 0; i < 20; i++)
+        {
+            var (socket, loop, current) = await _accepted.Reader.ReadAsync().AsTask().WaitAsync(s_limit);
+            _sockets.Add(socket);
+            Assert.Same(loop, current);
+            Assert.Contains(loop, _engine.Loops);
+            Assert.True(seen.Add(socket.RemoteEndPoint!));
+        }
+
+        Assert.False(_failed.Reader.TryRead(out _));
+    }
+
+    [Fact]
+    public async Task RunningOutOfDescriptors_PausesAccepting_InsteadOfWakingWithoutEnd()
+    {
+        var time = new FakeTimeProvider();
+        var calls = 0;
+        using var acceptor = Start(time, listening =>
+        {
+            // The first accept fails as it does when the process has no descriptor left; the connection stays queued.
+            return Interlocked.Increment(ref calls) == 1 ? throw new SocketException((int)SocketError.TooManyOpenSockets) : listening.Accept();
+        });
+        await ConnectAsync();
+
+        Assert.Equal(SocketError.TooManyOpenSockets, await _failed.Reader.ReadAsync().AsTask().WaitAsync(s_limit));
+        await WaitUntilAsync(() => !acceptor.Registered);
+
+        // Level-triggered, the queued connection would wake a loop again at once; paused, no loop looks at it.
+        await DrainLoopsAsync();
+        Assert.Equal(1, Volatile.Read(ref calls));
+        Assert.False(_accepted.Reader.TryRead(out _));
+
+        time.Advance(EpollAcceptor.PauseOnExhaustion);
+
+        var (socket, _, _) = await _accepted.Reader.ReadAsync().AsTask().WaitAsync(s_limit);
+        _sockets.Add(socket);
+        Assert.True(acceptor.Registered);
+
+        // Back in both loops, both may look (the one too late finds nothing, which is no failure).
+        await DrainLoopsAsync();
+        Assert.InRange(Volatile.Read(ref calls), 2, 3);
+        Assert.False(_accepted.Reader.TryRead(out _));
+        Assert.False(_failed.Reader.TryRead(out _));
+    }
+
+    [Fact]
+    public async Task Dispose_StopsAccepting_AndFreesEveryLoopsRegistration()
+    {
+        var before = _engine.Handlers.Count;
+        var acceptor = Start();
+        Assert.Equal(before + _engine.Loops.Count, _engine.Handlers.Count);
+
+        acceptor.Dispose();
+
+        Assert.False(acceptor.Registered);
+        Assert.Equal(before, _engine.Handlers.Count);
+        await ConnectAsync(); // queued by the kernel, taken by nobody
+        await DrainLoopsAsync();
+        Assert.False(_accepted.Reader.TryRead(out _));
+    }
+
+    private EpollAcceptor Start(TimeProvider? time = null, Func<Socket, Socket>? accept = null) => new(
+        _listening,
+        _engine,
+        (socket, loop) => _accepted.Writer.TryWrite((socket, loop, EpollLoop.Current)),
+        error => _failed.Writer.TryWrite(error),
+        time,
+        accept);
+
+    private async Task ConnectAsync()
+    {
+        var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        _sockets.Add(client);
+        await client.ConnectAsync(_listening.LocalEndPoint!).WaitAsync(s_limit);
+    }
+
+    /// <summary>Until every loop has gone once round its events (work queued on it runs after them).</summary>
+    private async Task DrainLoopsAsync()
+    {
+        for (var round = 0; round < 2; round++)
+        {
+            foreach (var loop in _engine.Loops)
+            {
+                var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                loop.Execute(static state => ((TaskCompletionSource)state!).SetResult(), done);
+                await done.Task.WaitAsync(s_limit);
+            }
+        }
+    }
+
+    private static async Task WaitUntilAsync(Func<bool> condition)
+    {
+        var deadline = DateTime.UtcNow + s_limit;
+        while (!condition())
+        {
+            Assert.True(DateTime.UtcNow < deadline, "the condition never held");
+            await Task.Yield();
+        }
+    }
+}
