@@ -400,6 +400,54 @@ public sealed class EpollSocketTests : IDisposable
     }
 
     [Fact]
+    public async Task AReaderThatNeverWaits_YieldsTheLoop_ToItsOtherSockets()
+    {
+        // Two sockets on one loop. One has far more queued than a reader with a small buffer takes in 32 reads, none
+        // of which comes back short, so each completes at once and its continuation (inline, on the loop thread)
+        // reads again: a client pipelining faster than its session consumes. The other socket's bytes arrive while
+        // that reader runs.
+        var loop = _engine.Loops[0];
+        var (floodConnecting, floodAccepted) = await LoopbackSockets.ConnectPairAsync();
+        var (otherConnecting, otherAccepted) = await LoopbackSockets.ConnectPairAsync();
+        _owned.Add(floodConnecting);
+        _owned.Add(otherConnecting);
+        var flood = Own(new EpollSocket(floodAccepted, loop), floodAccepted);
+        var other = Own(new EpollSocket(otherAccepted, loop), otherAccepted);
+        await DrainAsync(other, otherConnecting);
+
+        const int total = 64 * 1024;
+        await floodConnecting.SendAsync(new byte[total]);
+        await LoopbackSockets.WaitForAvailableAsync(floodAccepted, total, s_limit);
+
+        var consumed = 0;
+        var otherRead = other.ReceiveAsync(new byte[16]).AsTask();
+        Assert.False(otherRead.IsCompleted);
+        var consumedWhenOtherRead = otherRead.ContinueWith(_ => Volatile.Read(ref consumed), TaskContinuationOptions.ExecuteSynchronously);
+
+        async Task FloodAsync()
+        {
+            var buffer = new byte[16];
+            while (consumed < total)
+            {
+                var read = await flood.ReceiveAsync(buffer);
+                Assert.NotEqual(0, read);
+                Volatile.Write(ref consumed, consumed + read);
+            }
+        }
+
+        var reading = new TaskCompletionSource<Task>(TaskCreationOptions.RunContinuationsAsynchronously);
+        await Task.Run(() => loop.Execute(_ =>
+        {
+            otherConnecting.Send("x"u8); // its event is there before the reader starts, and waits for the loop
+            reading.SetResult(FloodAsync());
+        }, null));
+
+        Assert.InRange(await consumedWhenOtherRead.WaitAsync(s_limit), 16, total - 1);
+        await (await reading.Task).WaitAsync(s_limit);
+        Assert.Equal(total, Volatile.Read(ref consumed));
+    }
+
+    [Fact]
     public void HandlerTable_AReusedSlot_DoesNotAnswerToTheOldToken()
     {
         var table = new HandlerTable();

@@ -161,62 +161,14 @@ internal sealed unsafe class EpollLoop : IDisposable
     /// Adds a descriptor, edge-triggered for reading, writing and the peer's close; its events go to
     /// <paramref name="handler"/> until <see cref="Remove"/>. Returns the registration's token.
     /// </summary>
-    public ulong Add(int fd, IEpollHandler handler)
-    {
-        var token = _engine.Handlers.Add(handler);
-        if (!Use(_epoll))
-        {
-            _engine.Handlers.Remove(token);
-            throw new SocketException((int)SocketError.Shutdown); // the engine has stopped
-        }
-
-        try
-        {
-            if (Control(LibC.EpollCtlAdd, fd, LibC.EpollIn | LibC.EpollOut | LibC.EpollRdHup | LibC.EpollEt, token) != 0)
-            {
-                var errno = Marshal.GetLastPInvokeError();
-                _engine.Handlers.Remove(token);
-                throw new SocketException((int)LibC.ToSocketError(errno));
-            }
-        }
-        finally
-        {
-            _epoll.DangerousRelease();
-        }
-
-        return token;
-    }
+    public ulong Add(int fd, IEpollHandler handler) => Add(fd, LibC.EpollIn | LibC.EpollOut | LibC.EpollRdHup | LibC.EpollEt, handler);
 
     /// <summary>
     /// Adds a listening socket, level-triggered and exclusive (EPOLLEXCLUSIVE: a new connection wakes one of the loops
     /// waiting on it, not all): a connection left pending is reported again on the loop's next wait. Returns the
     /// registration's token, for <see cref="RemoveListening"/>.
     /// </summary>
-    public ulong AddListening(int fd, IEpollHandler handler)
-    {
-        var token = _engine.Handlers.Add(handler);
-        if (!Use(_epoll))
-        {
-            _engine.Handlers.Remove(token);
-            throw new SocketException((int)SocketError.Shutdown); // the engine has stopped
-        }
-
-        try
-        {
-            if (Control(LibC.EpollCtlAdd, fd, LibC.EpollIn | LibC.EpollExclusive, token) != 0)
-            {
-                var errno = Marshal.GetLastPInvokeError();
-                _engine.Handlers.Remove(token);
-                throw new SocketException((int)LibC.ToSocketError(errno));
-            }
-        }
-        finally
-        {
-            _epoll.DangerousRelease();
-        }
-
-        return token;
-    }
+    public ulong AddListening(int fd, IEpollHandler handler) => Add(fd, LibC.EpollIn | LibC.EpollExclusive, handler);
 
     /// <summary>
     /// Takes a listening socket out of this loop's epoll (it stays open, and in the other loops') and stops its events
@@ -260,6 +212,25 @@ internal sealed unsafe class EpollLoop : IDisposable
 
         _work.Enqueue((action, state));
         if (Interlocked.Exchange(ref _wakePending, 1) == 0)
+        {
+            Wake();
+        }
+    }
+
+    /// <summary>
+    /// Queues <paramref name="action"/> to run on this loop's thread after the events it is handling now, even when
+    /// called there (unlike <see cref="Execute"/>): what is queued from the thread itself waits for the next round of
+    /// events, so work that keeps queuing itself cannot keep the loop from them. Refuses as Execute does once stopping.
+    /// </summary>
+    public void Post(Action<object?> action, object? state)
+    {
+        if (_stopping)
+        {
+            throw new SocketException((int)SocketError.Shutdown);
+        }
+
+        _work.Enqueue((action, state));
+        if (!IsCurrent && Interlocked.Exchange(ref _wakePending, 1) == 0)
         {
             Wake();
         }
@@ -311,6 +282,32 @@ internal sealed unsafe class EpollLoop : IDisposable
         }
     }
 
+    private ulong Add(int fd, uint events, IEpollHandler handler)
+    {
+        var token = _engine.Handlers.Add(handler);
+        if (!Use(_epoll))
+        {
+            _engine.Handlers.Remove(token);
+            throw new SocketException((int)SocketError.Shutdown); // the engine has stopped
+        }
+
+        try
+        {
+            if (Control(LibC.EpollCtlAdd, fd, events, token) != 0)
+            {
+                var errno = Marshal.GetLastPInvokeError();
+                _engine.Handlers.Remove(token);
+                throw new SocketException((int)LibC.ToSocketError(errno));
+            }
+        }
+        finally
+        {
+            _epoll.DangerousRelease();
+        }
+
+        return token;
+    }
+
     /// <summary>epoll_ctl; the caller holds a reference on <see cref="_epoll"/>.</summary>
     private int Control(int operation, int fd, uint events, ulong token)
     {
@@ -344,7 +341,8 @@ internal sealed unsafe class EpollLoop : IDisposable
         {
             while (epollHeld && wakeHeld && !_stopping)
             {
-                var count = LibC.EpollWait(_epoll.Fd, events, MaxEvents, -1);
+                // Work queued from this thread (Post) is due: look at the events without waiting for more.
+                var count = LibC.EpollWait(_epoll.Fd, events, MaxEvents, _work.IsEmpty ? -1 : 0);
                 if (count < 0)
                 {
                     var errno = Marshal.GetLastPInvokeError();
@@ -377,9 +375,13 @@ internal sealed unsafe class EpollLoop : IDisposable
                     }
                 }
 
-                while (_work.TryDequeue(out var work))
+                // Only what is queued now: what this work queues for itself runs after the next look at the events.
+                if (!_work.IsEmpty)
                 {
-                    Run(work.Action, work.State);
+                    for (var pending = _work.Count; pending > 0 && _work.TryDequeue(out var work); pending--)
+                    {
+                        Run(work.Action, work.State);
+                    }
                 }
             }
         }

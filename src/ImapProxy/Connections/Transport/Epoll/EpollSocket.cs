@@ -43,6 +43,9 @@ internal sealed class EpollSocket : IEpollHandler
     private const int WaitingToReceive = 1;
     private const int WaitingForPeek = 2; // the peer-close watch: data (1) or the end (0), nothing consumed
     private const int WaitingToSend = 1;
+
+    /// <summary>Reads in a row that complete at once on the loop thread before one yields to the loop's other events.</summary>
+    internal const int MaxReadsInARow = 32;
     private const int WaitingToConnect = 2;
 
     private readonly SafeSocketHandle _handle;
@@ -56,6 +59,7 @@ internal sealed class EpollSocket : IEpollHandler
     private int _readDrainedAt; // a fresh socket waits for its first event: registering reports what is there already
     private volatile bool _readEnded; // the peer's close or an error was reported: reads never wait again
     private int _readWaiting;
+    private int _readsInARow; // completed at once on the loop thread, since a read last waited or yielded
     private ReadOperation? _read; // created by the first read, dropped when a listener takes the events
 
     private int _writeEvents;
@@ -148,6 +152,11 @@ internal sealed class EpollSocket : IEpollHandler
             var seen = Volatile.Read(ref _readEvents);
             if (seen != _readDrainedAt)
             {
+                if (Loop.IsCurrent && ++_readsInARow > MaxReadsInARow)
+                {
+                    return YieldRead(buffer);
+                }
+
                 if (buffer.IsEmpty)
                 {
                     // Looked at, not assumed: a caller woken for nothing would take a buffer and hold it in a read
@@ -178,10 +187,53 @@ internal sealed class EpollSocket : IEpollHandler
             read.Core.Reset();
             if (PublishRead(WaitingToReceive, seen))
             {
+                _readsInARow = 0;
                 return new ValueTask<int>(read, read.Core.Version);
             }
 
             read.Buffer = default;
+        }
+    }
+
+    /// <summary>
+    /// A read that could complete at once, made to wait for the loop's next round of events instead: a peer that
+    /// sends faster than its session consumes would otherwise keep the session's inline continuations running on the
+    /// loop thread, one read after another, and every other session on that thread would wait.
+    /// </summary>
+    private ValueTask<int> YieldRead(Memory<byte> buffer)
+    {
+        _readsInARow = 0;
+        var read = _read ??= new ReadOperation(!Loop.InlineContinuations);
+        read.Buffer = buffer;
+        read.Core.Reset();
+        Interlocked.Exchange(ref _readWaiting, WaitingToReceive);
+        try
+        {
+            Loop.Post(static state => ((EpollSocket)state!).ResumeYieldedRead(), this);
+        }
+        catch (SocketException ex)
+        {
+            // The engine is stopping: the read fails, unless an event or the dispose took it already (and ends it).
+            if (Interlocked.Exchange(ref _readWaiting, NotWaiting) != NotWaiting)
+            {
+                read.Buffer = default;
+                return ValueTask.FromException<int>(ex);
+            }
+        }
+
+        return new ValueTask<int>(read, read.Core.Version);
+    }
+
+    /// <summary>
+    /// On the loop thread: goes on with a yielded read, unless an event or the dispose took it first (then this may
+    /// find a later read waiting, which it tries once more and leaves waiting).
+    /// </summary>
+    private void ResumeYieldedRead()
+    {
+        var waiting = Interlocked.Exchange(ref _readWaiting, NotWaiting);
+        if (waiting != NotWaiting)
+        {
+            ContinueRead(waiting);
         }
     }
 
