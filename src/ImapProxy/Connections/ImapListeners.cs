@@ -45,6 +45,7 @@ internal sealed class ImapListeners(
     private readonly List<Task> _acceptLoops = [];
     private readonly HashSet<ImapSocketConnection> _open = [];
     private TaskCompletionSource? _drained; // set once stopping with connections still open
+    private bool _unbound; // under the lock of _open: no connection is taken on any more
 
     /// <summary>Connections accepted and not yet ended.</summary>
     public int OpenConnections
@@ -176,6 +177,13 @@ internal sealed class ImapListeners(
     {
         lock (_open)
         {
+            if (_unbound)
+            {
+                // Accepted by an engine thread while the listener was being unbound: the stop no longer waits for it.
+                _ = connection.DisposeAsync().AsTask();
+                return;
+            }
+
             _open.Add(connection);
         }
 
@@ -230,6 +238,11 @@ internal sealed class ImapListeners(
 
     private void Unbind()
     {
+        lock (_open)
+        {
+            _unbound = true;
+        }
+
         foreach (var socket in _sockets)
         {
             socket.Dispose();

@@ -67,7 +67,7 @@ internal sealed class ImapListenSocket : IDisposable
     /// Accepts every connection until unbound, giving each to <paramref name="accepted"/>; the task ends once unbound.
     /// With the epoll engine, connections are accepted on its threads (<see cref="EpollAcceptor"/>) and
     /// <paramref name="accepted"/> runs there (its flag true), so it must not block; otherwise an accept loop runs on
-    /// the thread pool (the flag false).
+    /// the thread pool (the flag false). Once per socket, and not together with <see cref="AcceptAsync"/>.
     /// </summary>
     public Task StartAccepting(Action<ImapSocketConnection, bool> accepted)
     {
