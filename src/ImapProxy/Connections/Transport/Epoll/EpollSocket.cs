@@ -38,14 +38,14 @@ internal sealed class EpollSocket : IEpollHandler
     private const uint WriteEvents = LibC.EpollOut | LibC.EpollHup | LibC.EpollErr;
     private const uint EndEvents = LibC.EpollRdHup | LibC.EpollHup | LibC.EpollErr;
 
+    /// <summary>Reads in a row that complete at once on the loop thread before one yields to the loop's other events.</summary>
+    internal const int MaxReadsInARow = 32;
+
     // What a published waiter is waiting for.
     private const int NotWaiting = 0;
     private const int WaitingToReceive = 1;
     private const int WaitingForPeek = 2; // the peer-close watch: data (1) or the end (0), nothing consumed
     private const int WaitingToSend = 1;
-
-    /// <summary>Reads in a row that complete at once on the loop thread before one yields to the loop's other events.</summary>
-    internal const int MaxReadsInARow = 32;
     private const int WaitingToConnect = 2;
 
     private readonly SafeSocketHandle _handle;
