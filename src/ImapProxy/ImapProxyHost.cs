@@ -97,6 +97,7 @@ public static class ImapProxyHost
         services.AddSingleton(CreateSocketEngine);
         services.AddSingleton<BackendConnector>();
         services.AddSingleton<SessionRegistry>();
+        services.AddSingleton<SessionLogScopes>();
         var consul = builder.Configuration.GetValue<bool>($"{ImapProxyOptions.SectionName}:Consul:Enabled");
         if (consul)
         {

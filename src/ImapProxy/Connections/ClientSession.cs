@@ -78,7 +78,7 @@ internal sealed class ClientSession
 
         BackendConnection? backend = null;
         SpliceResult splice = default;
-        var scope = Log.SessionScope(_services.Logger, _sessionId);
+        var scope = _services.LogScopes.Enabled ? Log.SessionScope(_services.Logger, _sessionId) : null;
         Log.ConnectionAccepted(_services.Logger, _client, _listener.Name);
         try
         {

@@ -25,7 +25,8 @@ internal sealed class ImapSessionServices
         SessionRegistry sessions,
         ImapProxyMetrics metrics,
         TimeProvider timeProvider,
-        ILogger<ClientSession> logger)
+        ILogger<ClientSession> logger,
+        SessionLogScopes logScopes)
     {
         Options = options.Value;
         Directory = directory;
@@ -39,6 +40,7 @@ internal sealed class ImapSessionServices
         Metrics = metrics;
         TimeProvider = timeProvider;
         Logger = logger;
+        LogScopes = logScopes;
         var preAuth = Options.PreAuth;
         PreAuthSettings = new PreAuthSettings(
             new ImapParserLimits(preAuth.MaxLineLength, preAuth.MaxLiteralSize, preAuth.MaxCommandSize),
@@ -75,4 +77,7 @@ internal sealed class ImapSessionServices
     public TimeProvider TimeProvider { get; }
 
     public ILogger Logger { get; }
+
+    /// <summary>Whether a session opens its log scope (only when a log line would show it).</summary>
+    public SessionLogScopes LogScopes { get; }
 }
