@@ -194,7 +194,7 @@ internal sealed class ClientSession
 
             machine.WriteGreeting(_output!);
             await _output!.FlushAsync(preAuth.Token);
-            return await RunPreAuthAsync(machine, preAuth.Token);
+            return await RunPreAuthAsync(machine, preAuth.Token, preAuthTimeout.Token);
         }
         catch (OperationCanceledException) when (preAuthTimeout.IsCancellationRequested)
         {
@@ -293,7 +293,7 @@ internal sealed class ClientSession
         }, Stopwatch.GetElapsedTime(started));
     }
 
-    private async Task<BackendConnection?> RunPreAuthAsync(PreAuthMachine machine, CancellationToken cancellationToken)
+    private async Task<BackendConnection?> RunPreAuthAsync(PreAuthMachine machine, CancellationToken cancellationToken, CancellationToken deadline)
     {
         while (true)
         {
@@ -343,7 +343,7 @@ internal sealed class ClientSession
                     break;
 
                 case PreAuthStep.Login:
-                    var backend = await LoginAsync(machine, cancellationToken);
+                    var backend = await LoginAsync(machine, cancellationToken, deadline);
                     if (backend is not null)
                     {
                         return backend;
@@ -428,7 +428,7 @@ internal sealed class ClientSession
         return pipelined;
     }
 
-    private async Task<BackendConnection?> LoginAsync(PreAuthMachine machine, CancellationToken cancellationToken)
+    private async Task<BackendConnection?> LoginAsync(PreAuthMachine machine, CancellationToken cancellationToken, CancellationToken deadline)
     {
         var request = machine.PendingLogin!;
         var started = Stopwatch.GetTimestamp();
@@ -491,7 +491,10 @@ internal sealed class ClientSession
                 machine.OnLoginSucceeded().Dispose();
                 try
                 {
-                    await output.FlushAsync(cancellationToken);
+                    // Under the pre-auth deadline only, not the shutdown's start: once its OK is on the way the session
+                    // is a logged-in one and gets the shutdown grace. A stop that began just as the OK went out made
+                    // this flush throw after writing it, and the client got its OK and then a BYE.
+                    await output.FlushAsync(deadline);
                 }
                 catch
                 {
