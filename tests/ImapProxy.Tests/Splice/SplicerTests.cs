@@ -24,7 +24,7 @@ namespace ImapProxy.Tests.Splice;
 /// spliced by <see cref="EpollSplice"/>'s event handlers (TLS through the connection's record layer), with .NET's
 /// sockets by the copy loops (TLS on the TLS stream).
 /// </summary>
-public sealed class SplicerTests : IAsyncDisposable
+public sealed class SplicerTests : IAsyncLifetime
 {
     private static readonly TimeSpan s_limit = TimeSpan.FromSeconds(30);
 
@@ -48,7 +48,10 @@ public sealed class SplicerTests : IAsyncDisposable
         { SocketEngineKind.Epoll, true },
     };
 
-    public async ValueTask DisposeAsync()
+    public Task InitializeAsync() => Task.CompletedTask;
+
+    // xunit 2 disposes a test class through IDisposable or IAsyncLifetime only, never IAsyncDisposable.
+    public async Task DisposeAsync()
     {
         if (_backend is not null)
         {

@@ -21,7 +21,7 @@ public sealed class DotNetTransportTests() : ImapTransportTests(DotNetSocketEngi
 /// The IMAP listeners' sockets and connections on real loopback sockets: binding, accepting, the connection's pipes
 /// and ends; the same for either socket engine.
 /// </summary>
-public abstract class ImapTransportTests : IAsyncDisposable
+public abstract class ImapTransportTests : IAsyncLifetime
 {
     private static readonly TimeSpan s_limit = TimeSpan.FromSeconds(30);
 
@@ -35,7 +35,10 @@ public abstract class ImapTransportTests : IAsyncDisposable
         _engine = engine;
     }
 
-    public async ValueTask DisposeAsync()
+    public Task InitializeAsync() => Task.CompletedTask;
+
+    // xunit 2 disposes a test class through IDisposable or IAsyncLifetime only, never IAsyncDisposable.
+    public async Task DisposeAsync()
     {
         if (_connection is not null)
         {
