@@ -29,13 +29,20 @@ internal sealed class EpollStream(EpollSocket socket) : Stream, IPeerCloseWatch
 
     public override ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
     {
-        if (cancellationToken.CanBeCanceled)
+        if (cancellationToken.IsCancellationRequested)
         {
-            return ReadUntilCancelledAsync(buffer, cancellationToken);
+            return ValueTask.FromCanceled<int>(cancellationToken);
         }
 
+        // Tried first: only a read that has to wait needs the token watched (the pre-auth dialogue's reads carry a
+        // deadline, and registering on it costs a lock each time).
         var read = Socket.ReceiveAsync(buffer);
-        return read.IsCompletedSuccessfully ? read : AwaitReadAsync(read);
+        if (read.IsCompletedSuccessfully)
+        {
+            return read;
+        }
+
+        return cancellationToken.CanBeCanceled ? AwaitReadOrCancelAsync(read, cancellationToken) : AwaitReadAsync(read);
     }
 
     public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
@@ -43,18 +50,23 @@ internal sealed class EpollStream(EpollSocket socket) : Stream, IPeerCloseWatch
 
     public override ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
     {
+        if (cancellationToken.IsCancellationRequested)
+        {
+            return ValueTask.FromCanceled(cancellationToken);
+        }
+
         if (buffer.IsEmpty)
         {
             return ValueTask.CompletedTask;
         }
 
-        if (cancellationToken.CanBeCanceled)
+        var write = Socket.SendAsync(buffer);
+        if (write.IsCompletedSuccessfully)
         {
-            return WriteUntilCancelledAsync(buffer, cancellationToken);
+            return write;
         }
 
-        var write = Socket.SendAsync(buffer);
-        return write.IsCompletedSuccessfully ? write : AwaitWriteAsync(write);
+        return cancellationToken.CanBeCanceled ? AwaitWriteOrCancelAsync(write, cancellationToken) : AwaitWriteAsync(write);
     }
 
     public override Task WriteAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
@@ -95,7 +107,7 @@ internal sealed class EpollStream(EpollSocket socket) : Stream, IPeerCloseWatch
         }
         catch (SocketException ex)
         {
-            throw new IOException($"Unable to read data from the transport connection: {ex.Message}.", ex);
+            throw ReadFailed(ex);
         }
     }
 
@@ -107,46 +119,62 @@ internal sealed class EpollStream(EpollSocket socket) : Stream, IPeerCloseWatch
         }
         catch (SocketException ex)
         {
-            throw new IOException($"Unable to write data to the transport connection: {ex.Message}.", ex);
+            throw WriteFailed(ex);
         }
     }
 
-    private async ValueTask<int> ReadUntilCancelledAsync(Memory<byte> buffer, CancellationToken cancellationToken)
+    /// <summary>A read under way, until it completes or the token fires (which shuts the socket down for receiving).</summary>
+    private async ValueTask<int> AwaitReadOrCancelAsync(ValueTask<int> read, CancellationToken cancellationToken)
     {
-        cancellationToken.ThrowIfCancellationRequested();
-        int read;
+        int count;
+
+        // Registered on a token that fired already, the shutdown runs at once.
         using (cancellationToken.UnsafeRegister(static state => ImapSocketConnection.ShutdownQuietly((Socket)state!, SocketShutdown.Receive), Socket.Socket))
         {
             try
             {
-                read = await AwaitReadAsync(Socket.ReceiveAsync(buffer));
+                count = await read;
             }
-            catch (IOException) when (cancellationToken.IsCancellationRequested)
+            catch (SocketException) when (cancellationToken.IsCancellationRequested)
             {
-                read = 0;
+                count = 0;
+            }
+            catch (SocketException ex)
+            {
+                throw ReadFailed(ex);
             }
         }
 
         // The end of stream (or error) the shutdown caused is the cancellation.
         cancellationToken.ThrowIfCancellationRequested();
-        return read;
+        return count;
     }
 
-    private async ValueTask WriteUntilCancelledAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken)
+    /// <summary>A write under way, until it completes or the token fires (which shuts the socket down altogether).</summary>
+    private async ValueTask AwaitWriteOrCancelAsync(ValueTask write, CancellationToken cancellationToken)
     {
-        cancellationToken.ThrowIfCancellationRequested();
         using (cancellationToken.UnsafeRegister(static state => ImapSocketConnection.ShutdownQuietly((Socket)state!, SocketShutdown.Both), Socket.Socket))
         {
             try
             {
-                await AwaitWriteAsync(Socket.SendAsync(buffer));
+                await write;
             }
-            catch (IOException) when (cancellationToken.IsCancellationRequested)
+            catch (SocketException) when (cancellationToken.IsCancellationRequested)
             {
                 // The shutdown ended it.
+            }
+            catch (SocketException ex)
+            {
+                throw WriteFailed(ex);
             }
         }
 
         cancellationToken.ThrowIfCancellationRequested();
     }
+
+    private static IOException ReadFailed(SocketException ex) =>
+        new($"Unable to read data from the transport connection: {ex.Message}.", ex);
+
+    private static IOException WriteFailed(SocketException ex) =>
+        new($"Unable to write data to the transport connection: {ex.Message}.", ex);
 }
