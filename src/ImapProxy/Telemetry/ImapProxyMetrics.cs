@@ -30,13 +30,14 @@ public sealed class ImapProxyMetrics
     /// <summary>Session lengths: seconds (a failed client) to a day (an always-on IDLE).</summary>
     private static readonly double[] s_sessionBuckets = [1, 10, 60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400];
 
-    private readonly Counter<long> _connectionsAccepted;
-    private readonly UpDownCounter<long> _connectionsActive;
+    // Observed, not measured: every login adds to these (see TaggedCounts).
+    private readonly TaggedCounts<(string Listener, string TlsMode)> _connectionsAccepted = new(static key => [new(ListenerTag, key.Listener), new(TlsModeTag, key.TlsMode)]);
+    private readonly TaggedCounts<string> _connectionsActive = new(static listener => [new(ListenerTag, listener)]);
+    private readonly TaggedCounts<(string Result, string Mechanism)> _logins = new(static key => [new(ResultTag, key.Result), new(MechanismTag, key.Mechanism)]);
+    private readonly TaggedCounts<string> _directoryLookups = new(static source => [new(SourceTag, source)]);
+    private readonly TaggedCounts<string> _backendSessions = new(static backend => [new(BackendTag, backend)]);
     private readonly Counter<long> _tlsHandshakeFailures;
-    private readonly Counter<long> _logins;
     private readonly Histogram<double> _loginDuration;
-    private readonly Counter<long> _directoryLookups;
-    private readonly UpDownCounter<long> _backendSessions;
     private readonly Counter<long> _backendConnectErrors;
     private long _clientToBackend;
     private long _backendToClient;
@@ -48,13 +49,13 @@ public sealed class ImapProxyMetrics
     {
         ArgumentNullException.ThrowIfNull(meterFactory);
         Meter = meterFactory.Create(MeterName);
-        _connectionsAccepted = Meter.CreateCounter<long>("imapproxy.connections.accepted", "{connection}", "Client connections accepted, by listener and its TLS mode.");
-        _connectionsActive = Meter.CreateUpDownCounter<long>("imapproxy.connections.active", "{connection}", "Client connections open now (pre-auth and spliced), by listener.");
+        Meter.CreateObservableCounter("imapproxy.connections.accepted", _connectionsAccepted.Observe, "{connection}", "Client connections accepted, by listener and its TLS mode.");
+        Meter.CreateObservableUpDownCounter("imapproxy.connections.active", _connectionsActive.Observe, "{connection}", "Client connections open now (pre-auth and spliced), by listener.");
         _tlsHandshakeFailures = Meter.CreateCounter<long>("imapproxy.tls.handshake.failures", "{handshake}", "Client STARTTLS handshakes that failed or timed out, by listener.");
-        _logins = Meter.CreateCounter<long>("imapproxy.logins", "{login}", "Login attempts by result (success, auth_failed, unavailable, limit, proxy_loop) and mechanism.");
+        Meter.CreateObservableCounter("imapproxy.logins", _logins.Observe, "{login}", "Login attempts by result (success, auth_failed, unavailable, limit, proxy_loop) and mechanism.");
         _loginDuration = Meter.CreateHistogram("imapproxy.login.duration", "s", "Time spent in each phase of a login: directory, backend_connect, backend_auth, and total.", advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = s_latencyBuckets });
-        _directoryLookups = Meter.CreateCounter<long>("imapproxy.directory.lookups", "{lookup}", "Directory answers by source: override, cache, consul (placement read), hash, static.");
-        _backendSessions = Meter.CreateUpDownCounter<long>("imapproxy.backend.sessions.active", "{session}", "Spliced sessions open now, by backend.");
+        Meter.CreateObservableCounter("imapproxy.directory.lookups", _directoryLookups.Observe, "{lookup}", "Directory answers by source: override, cache, consul (placement read), hash, static.");
+        Meter.CreateObservableUpDownCounter("imapproxy.backend.sessions.active", _backendSessions.Observe, "{session}", "Spliced sessions open now, by backend.");
         _backendConnectErrors = Meter.CreateCounter<long>("imapproxy.backend.connect.errors", "{error}", "Failed hand-overs to a backend, by backend and error type.");
         // Observed, not added per read: the splice only adds to two totals, and the exporter reads them when it collects
         // (a counter's Add costs a tag lookup in the SDK's aggregator, measured at about 3% of the CPU per spliced NOOP).
@@ -69,25 +70,25 @@ public sealed class ImapProxyMetrics
 
     public void ConnectionOpened(string listener, string tlsMode)
     {
-        _connectionsAccepted.Add(1, new KeyValuePair<string, object?>(ListenerTag, listener), new KeyValuePair<string, object?>(TlsModeTag, tlsMode));
-        _connectionsActive.Add(1, new KeyValuePair<string, object?>(ListenerTag, listener));
+        _connectionsAccepted.Add((listener, tlsMode), 1);
+        _connectionsActive.Add(listener, 1);
     }
 
-    public void ConnectionClosed(string listener) => _connectionsActive.Add(-1, new KeyValuePair<string, object?>(ListenerTag, listener));
+    public void ConnectionClosed(string listener) => _connectionsActive.Add(listener, -1);
 
     public void TlsHandshakeFailed(string listener) => _tlsHandshakeFailures.Add(1, new KeyValuePair<string, object?>(ListenerTag, listener));
 
     public void Login(string result, string mechanism) =>
-        _logins.Add(1, new KeyValuePair<string, object?>(ResultTag, result), new KeyValuePair<string, object?>(MechanismTag, mechanism));
+        _logins.Add((result, mechanism), 1);
 
     public void LoginPhase(string phase, TimeSpan duration) =>
         _loginDuration.Record(duration.TotalSeconds, new KeyValuePair<string, object?>(PhaseTag, phase));
 
-    public void DirectoryLookup(string source) => _directoryLookups.Add(1, new KeyValuePair<string, object?>(SourceTag, source));
+    public void DirectoryLookup(string source) => _directoryLookups.Add(source, 1);
 
-    public void BackendSessionStarted(string backend) => _backendSessions.Add(1, new KeyValuePair<string, object?>(BackendTag, backend));
+    public void BackendSessionStarted(string backend) => _backendSessions.Add(backend, 1);
 
-    public void BackendSessionEnded(string backend) => _backendSessions.Add(-1, new KeyValuePair<string, object?>(BackendTag, backend));
+    public void BackendSessionEnded(string backend) => _backendSessions.Add(backend, -1);
 
     public void BackendConnectError(string backend, string errorType) =>
         _backendConnectErrors.Add(1, new KeyValuePair<string, object?>(BackendTag, backend), new KeyValuePair<string, object?>(ErrorTypeTag, errorType));
