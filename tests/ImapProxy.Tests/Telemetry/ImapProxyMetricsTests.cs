@@ -50,11 +50,11 @@ public sealed class ImapProxyMetricsTests : IDisposable
     }
 
     [Fact]
-    public async Task ConcurrentAdds_AreAllCounted()
+    public void ConcurrentAdds_AreAllCounted()
     {
         const int PerThread = 20_000;
         using var start = new Barrier(4);
-        var adders = Enumerable.Range(0, 4).Select(i => Task.Run(() =>
+        var adders = Enumerable.Range(0, 4).Select(_ => new Thread(() =>
         {
             start.SignalAndWait();
             for (var n = 0; n < PerThread; n++)
@@ -64,7 +64,15 @@ public sealed class ImapProxyMetricsTests : IDisposable
                 _metrics.ConnectionClosed("imap");
             }
         })).ToArray();
-        await Task.WhenAll(adders);
+        foreach (var adder in adders)
+        {
+            adder.Start();
+        }
+
+        foreach (var adder in adders)
+        {
+            adder.Join();
+        }
 
         var observed = Collect();
 
@@ -74,7 +82,38 @@ public sealed class ImapProxyMetricsTests : IDisposable
         Assert.Equal(0, observed[("imapproxy.connections.active", "imapproxy.listener=imap")]);
     }
 
-    /// <summary>Every long measurement of the proxy's meter, by instrument and tags (as "key=value,...").</summary>
+    [Theory]
+    [InlineData("imapproxy.connections.accepted", true)]
+    [InlineData("imapproxy.logins", true)]
+    [InlineData("imapproxy.directory.lookups", true)]
+    [InlineData("imapproxy.connections.active", false)]
+    [InlineData("imapproxy.backend.sessions.active", false)]
+    public void PerLoginCounters_KeepTheirKind(string name, bool monotonic)
+    {
+        var instrument = Instruments().Single(instrument => instrument.Name == name);
+
+        // What exporters go by: a monotonic sum (Prometheus counter) or not (gauge).
+        Assert.IsType(monotonic ? typeof(ObservableCounter<long>) : typeof(ObservableUpDownCounter<long>), instrument);
+    }
+
+    private List<Instrument> Instruments()
+    {
+        var instruments = new List<Instrument>();
+        using var listener = new MeterListener
+        {
+            InstrumentPublished = (instrument, _) =>
+            {
+                if (instrument.Meter == _metrics.Meter)
+                {
+                    instruments.Add(instrument);
+                }
+            },
+        };
+        listener.Start();
+        return instruments;
+    }
+
+    /// <summary>Every long measurement of the proxy's meter, by instrument and tags (as "key=value,..."), each once.</summary>
     private Dictionary<(string Instrument, string Tags), long> Collect()
     {
         var observed = new Dictionary<(string, string), long>();
@@ -89,7 +128,7 @@ public sealed class ImapProxyMetricsTests : IDisposable
             },
         };
         listener.SetMeasurementEventCallback<long>((instrument, value, tags, _) =>
-            observed[(instrument.Name, string.Join(",", tags.ToArray().Select(tag => $"{tag.Key}={tag.Value}")))] = value);
+            observed.Add((instrument.Name, string.Join(",", tags.ToArray().Select(tag => $"{tag.Key}={tag.Value}"))), value));
         listener.Start();
         listener.RecordObservableInstruments();
         observed.Remove(("imapproxy.transferred", "imapproxy.direction=client_to_backend"));

@@ -134,6 +134,53 @@ public abstract class ImapTransportTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task ACancelledWrite_ThatHadToWait_EndsWithACancellation_AndEndsTheConnection()
+    {
+        await AcceptAsync();
+        using var cancel = new CancellationTokenSource();
+
+        // More than loopback's socket buffers take while the client reads nothing: the write has to wait.
+        var writing = _connection!.Stream.WriteAsync(new byte[32 << 20], cancel.Token).AsTask();
+        Assert.False(writing.IsCompleted);
+
+        await cancel.CancelAsync();
+
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => writing.WaitAsync(s_limit));
+        var buffer = new byte[1 << 16];
+        while (await _client!.ReceiveAsync(buffer).WaitAsync(s_limit) > 0)
+        {
+            // what was sent before the shutdown, then its end
+        }
+    }
+
+    [Fact]
+    public async Task AReadOrWrite_WithATokenCancelledAlready_IsCancelled()
+    {
+        await AcceptAsync();
+        using var cancel = new CancellationTokenSource();
+        await cancel.CancelAsync();
+        await _client!.SendAsync("a NOOP\r\n"u8.ToArray()); // a read could complete at once: it still must not
+
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => _connection!.Stream.ReadAsync(new byte[16], cancel.Token).AsTask());
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => _connection!.Stream.WriteAsync("* OK\r\n"u8.ToArray(), cancel.Token).AsTask());
+    }
+
+    [Fact]
+    public async Task AWaitingReadWithAToken_WhenThePeerResets_FailsWithAnIOException_OverTheSocketError()
+    {
+        await AcceptAsync();
+        using var cancel = new CancellationTokenSource();
+        var reading = _connection!.Stream.ReadAsync(new byte[16], cancel.Token).AsTask();
+        Assert.False(reading.IsCompleted);
+
+        _client!.LingerState = new LingerOption(true, 0);
+        _client.Close(); // a reset, not an orderly end
+
+        var failure = await Assert.ThrowsAsync<IOException>(() => reading.WaitAsync(s_limit));
+        Assert.Equal(SocketError.ConnectionReset, Assert.IsType<SocketException>(failure.InnerException).SocketErrorCode);
+    }
+
+    [Fact]
     public async Task Abort_EndsAPendingRead_AndFiresConnectionClosed()
     {
         await AcceptAsync();

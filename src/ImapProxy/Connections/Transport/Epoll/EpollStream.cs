@@ -4,10 +4,11 @@ namespace ImapProxy.Connections.Transport.Epoll;
 
 /// <summary>
 /// A stream over an <see cref="EpollSocket"/>, behaving as <see cref="SocketStream"/> does: failures are
-/// <see cref="IOException"/>s over the <see cref="SocketException"/>; a read whose token fires ends by shutting the
-/// socket down for receiving, a write by shutting it down altogether (every cancelled read or write ends its
-/// connection); reads and writes without a token go straight to the socket. Disposing takes the socket off its loop;
-/// the <see cref="Socket"/> stays its owner's to dispose, afterwards.
+/// <see cref="IOException"/>s over the <see cref="SocketException"/>; a read whose token fires while it waits ends by
+/// shutting the socket down for receiving, a write by shutting it down altogether (a cancelled wait ends its
+/// connection; callers close it after any cancellation). Each read and write tries the socket first, and watches its
+/// token only if it has to wait. Disposing takes the socket off its loop; the <see cref="Socket"/> stays its owner's
+/// to dispose, afterwards.
 /// </summary>
 internal sealed class EpollStream(EpollSocket socket) : Stream, IPeerCloseWatch
 {
@@ -50,14 +51,14 @@ internal sealed class EpollStream(EpollSocket socket) : Stream, IPeerCloseWatch
 
     public override ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
     {
-        if (cancellationToken.IsCancellationRequested)
-        {
-            return ValueTask.FromCanceled(cancellationToken);
-        }
-
         if (buffer.IsEmpty)
         {
             return ValueTask.CompletedTask;
+        }
+
+        if (cancellationToken.IsCancellationRequested)
+        {
+            return ValueTask.FromCanceled(cancellationToken);
         }
 
         var write = Socket.SendAsync(buffer);
