@@ -176,16 +176,22 @@ internal sealed class ImapListeners(
 
     private void Accepted(ImapSocketConnection connection, ConnectionDelegate pipeline, bool startHere)
     {
+        bool taken;
         lock (_open)
         {
-            if (_unbound)
+            taken = !_unbound;
+            if (taken)
             {
-                // Accepted by an engine thread while the listener was being unbound: the stop no longer waits for it.
-                _ = connection.DisposeAsync().AsTask();
-                return;
+                _open.Add(connection);
             }
+        }
 
-            _open.Add(connection);
+        if (!taken)
+        {
+            // Accepted by an engine thread while the listener was being unbound: the stop no longer waits for it.
+            // Closed outside the lock and as ServeAsync closes, so a failure is logged, not thrown into the loop.
+            _ = CloseAsync(connection);
+            return;
         }
 
         if (startHere)
@@ -211,15 +217,7 @@ internal sealed class ImapListeners(
         }
         finally
         {
-            try
-            {
-                await connection.DisposeAsync();
-            }
-            catch (Exception ex)
-            {
-                Log.ConnectionFailed(_logger, connection.RemoteEndPoint?.ToString() ?? "?", ex);
-            }
-
+            await CloseAsync(connection);
             lock (_open)
             {
                 _open.Remove(connection);
@@ -228,6 +226,18 @@ internal sealed class ImapListeners(
                     _drained?.TrySetResult();
                 }
             }
+        }
+    }
+
+    private async Task CloseAsync(ImapSocketConnection connection)
+    {
+        try
+        {
+            await connection.DisposeAsync();
+        }
+        catch (Exception ex)
+        {
+            Log.ConnectionFailed(_logger, connection.RemoteEndPoint?.ToString() ?? "?", ex);
         }
     }
 

@@ -29,7 +29,7 @@ public sealed class SessionLogScopesTests
             ["Logging:Console:FormatterOptions:IncludeScopes"] = includeScopes,
         };
 
-        Assert.Equal(expected, Resolve(settings).Enabled);
+        Assert.Equal(expected, Enabled(settings));
     }
 
     [Fact]
@@ -37,15 +37,16 @@ public sealed class SessionLogScopesTests
     {
         var settings = new Dictionary<string, string?> { ["Logging:Console:IncludeScopes"] = "true" };
 
-        Assert.True(Resolve(settings).Enabled);
+        Assert.True(Enabled(settings));
     }
 
-    private static SessionLogScopes Resolve(Dictionary<string, string?> settings)
+    private static bool Enabled(Dictionary<string, string?> settings)
     {
         var configuration = new ConfigurationBuilder().AddInMemoryCollection(settings).Build();
         var services = new ServiceCollection();
         services.AddLogging(logging => logging.AddConfiguration(configuration.GetSection("Logging")).AddConsole());
         services.AddSingleton<SessionLogScopes>();
-        return services.BuildServiceProvider().GetRequiredService<SessionLogScopes>();
+        using var provider = services.BuildServiceProvider();
+        return provider.GetRequiredService<SessionLogScopes>().Enabled;
     }
 }
