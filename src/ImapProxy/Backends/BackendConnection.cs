@@ -1,5 +1,5 @@
 using System.IO.Pipelines;
-using System.Net.Sockets;
+using ImapProxy.Connections.Transport;
 
 namespace ImapProxy.Backends;
 
@@ -9,7 +9,11 @@ namespace ImapProxy.Backends;
 /// </summary>
 internal sealed class BackendConnection : IAsyncDisposable
 {
-    public BackendConnection(BackendEndpoint endpoint, Socket socket, Stream stream, PipeReader input)
+    /// <summary>
+    /// <paramref name="socket"/> is the socket engine's stream (which owns the socket), <paramref name="stream"/> the
+    /// same or the TLS stream over it.
+    /// </summary>
+    public BackendConnection(BackendEndpoint endpoint, ISocketControl socket, Stream stream, PipeReader input)
     {
         Endpoint = endpoint;
         Socket = socket;
@@ -19,7 +23,8 @@ internal sealed class BackendConnection : IAsyncDisposable
 
     public BackendEndpoint Endpoint { get; }
 
-    public Socket Socket { get; }
+    /// <summary>The socket, for shutting it down.</summary>
+    public ISocketControl Socket { get; }
 
     /// <summary>The network stream, or the TLS stream over it.</summary>
     public Stream Stream { get; }

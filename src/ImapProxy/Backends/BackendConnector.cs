@@ -244,8 +244,10 @@ internal sealed class BackendConnector
         using (var connectTimeout = new CancellationTokenSource(_options.ConnectTimeout, _timeProvider))
         using (var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, connectTimeout.Token))
         {
-            (handover.Socket, stream) = await _sockets.ConnectAsync(backend.Host, backend.Port, endpoints.ClientStream, linked.Token);
+            stream = await _sockets.ConnectAsync(backend.Host, backend.Port, endpoints.ClientStream, linked.Token);
         }
+
+        handover.Socket = (ISocketControl)stream;
 
         handover.Stream = stream;
         if (backend.ProxyProtocol)
@@ -677,7 +679,8 @@ internal sealed class BackendConnector
     {
         private int _tag;
 
-        public Socket? Socket { get; set; }
+        /// <summary>The socket engine's stream, which owns the socket (<see cref="Stream"/> may be TLS over it).</summary>
+        public ISocketControl? Socket { get; set; }
 
         public Stream? Stream { get; set; }
 

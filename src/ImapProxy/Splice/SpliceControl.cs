@@ -28,7 +28,7 @@ internal sealed class SpliceControl(TimeSpan? clientEndLimit = null)
     /// </summary>
     public static readonly TimeSpan DefaultClientEndLimit = TimeSpan.FromSeconds(60);
 
-    private Socket? _client;
+    private ISocketControl? _client;
     private BackendConnection? _backend;
     private int _stopRequested;
     private int _stopped;
@@ -60,12 +60,12 @@ internal sealed class SpliceControl(TimeSpan? clientEndLimit = null)
         // after it sees the request and does not start.
         if (Volatile.Read(ref _clientWriting) != 0 && Volatile.Read(ref _client) is { } client)
         {
-            ImapSocketConnection.ShutdownQuietly(client, SocketShutdown.Both);
+            client.Shutdown(SocketShutdown.Both);
         }
     }
 
     /// <summary>Gives the control what it stops. Called once, by the splice, before either direction runs.</summary>
-    internal void Attach(Socket client, BackendConnection backend)
+    internal void Attach(ISocketControl client, BackendConnection backend)
     {
         Volatile.Write(ref _client, client);
         Interlocked.Exchange(ref _backend, backend); // a full fence: a stop requested concurrently is seen below
@@ -87,8 +87,8 @@ internal sealed class SpliceControl(TimeSpan? clientEndLimit = null)
             return;
         }
 
-        ImapSocketConnection.ShutdownQuietly(_client!, SocketShutdown.Receive);
-        ImapSocketConnection.ShutdownQuietly(backend.Socket, SocketShutdown.Both);
+        _client!.Shutdown(SocketShutdown.Receive);
+        backend.Socket.Shutdown(SocketShutdown.Both);
     }
 
     /// <summary>
@@ -120,7 +120,7 @@ internal sealed class SpliceControl(TimeSpan? clientEndLimit = null)
     /// </summary>
     internal Timer ClientEnded()
     {
-        ImapSocketConnection.ShutdownQuietly(_backend!.Socket, SocketShutdown.Send);
+        _backend!.Socket.Shutdown(SocketShutdown.Send);
         return new Timer(static state => ((SpliceControl)state!).RequestStop(), this, ClientEndLimit, Timeout.InfiniteTimeSpan);
     }
 }

@@ -43,7 +43,7 @@ internal static class Splicer
     /// spliced by <see cref="EpollSplice"/>'s event handlers (TLS clients through their record layer, when the TLS
     /// stream can hand it over), any others by two copy loops.
     /// </summary>
-    public static ValueTask<SpliceResult> RunAsync(Stream client, Stream clientTransport, Socket clientSocket, ReadOnlyMemory<byte> fromClient, BackendConnection backend, ImapProxyMetrics metrics, SpliceControl control)
+    public static ValueTask<SpliceResult> RunAsync(Stream client, Stream clientTransport, ISocketControl clientSocket, ReadOnlyMemory<byte> fromClient, BackendConnection backend, ImapProxyMetrics metrics, SpliceControl control)
     {
         if (clientTransport is PrefixedStream { IsDrained: true } prefixed)
         {
@@ -70,7 +70,7 @@ internal static class Splicer
         }
     }
 
-    private static async Task<SpliceResult> RunStreamsAsync(Stream client, Socket clientSocket, ReadOnlyMemory<byte> fromClient, BackendConnection backend, ImapProxyMetrics metrics, SpliceControl control)
+    private static async Task<SpliceResult> RunStreamsAsync(Stream client, ISocketControl clientSocket, ReadOnlyMemory<byte> fromClient, BackendConnection backend, ImapProxyMetrics metrics, SpliceControl control)
     {
         var state = new State();
         control.Attach(clientSocket, backend);

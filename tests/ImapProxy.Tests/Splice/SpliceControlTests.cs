@@ -25,7 +25,7 @@ public sealed class SpliceControlTests
         var read = sockets.ClientSide.ReceiveAsync(Memory<byte>.Empty).AsTask();
         Assert.False(read.IsCompleted);
 
-        control.Attach(sockets.ClientSide, sockets.Backend);
+        control.Attach(sockets.ClientControl, sockets.Backend);
 
         Assert.Equal(0, await read.WaitAsync(s_limit)); // the client read ended
         Assert.Equal(0, await sockets.BackendPeer.ReceiveAsync(new byte[1]).WaitAsync(s_limit)); // the backend side was shut down
@@ -37,7 +37,7 @@ public sealed class SpliceControlTests
     {
         await using var sockets = await SessionSockets.ConnectAsync();
         var control = new SpliceControl();
-        control.Attach(sockets.ClientSide, sockets.Backend);
+        control.Attach(sockets.ClientControl, sockets.Backend);
 
         control.Stop();
         control.Stop();
@@ -61,7 +61,7 @@ public sealed class SpliceControlTests
     {
         await using var sockets = await SessionSockets.ConnectAsync();
         var control = new SpliceControl();
-        control.Attach(sockets.ClientSide, sockets.Backend);
+        control.Attach(sockets.ClientControl, sockets.Backend);
         Assert.True(control.TryBeginClientWrite());
 
         control.RequestStop();
@@ -87,7 +87,7 @@ public sealed class SpliceControlTests
             var attacher = Task.Run(() =>
             {
                 start.SignalAndWait();
-                control.Attach(sockets.ClientSide, sockets.Backend);
+                control.Attach(sockets.ClientControl, sockets.Backend);
             });
             await Task.WhenAll(kicker, attacher);
 
@@ -103,7 +103,7 @@ public sealed class SpliceControlTests
         {
             await using var sockets = await SessionSockets.ConnectAsync();
             var control = new SpliceControl();
-            control.Attach(sockets.ClientSide, sockets.Backend);
+            control.Attach(sockets.ClientControl, sockets.Backend);
             using var start = new Barrier(2);
             var kicker = Task.Run(() =>
             {
@@ -127,10 +127,12 @@ public sealed class SpliceControlTests
     /// <summary>
     /// The two connections of a spliced session: the client's (<paramref name="ClientSide"/> is the proxy's socket,
     /// <paramref name="Client"/> the client's end) and the backend's (<paramref name="Backend"/>, whose far end is
-    /// <paramref name="BackendPeer"/>).
+    /// <paramref name="BackendPeer"/>). The control shuts the client side down through its stream, as the proxy's do.
     /// </summary>
     private sealed record SessionSockets(Socket ClientSide, Socket Client, BackendConnection Backend, Socket BackendPeer) : IAsyncDisposable
     {
+        public SocketStream ClientControl { get; } = new SocketStream(ClientSide);
+
         public static async Task<SessionSockets> ConnectAsync()
         {
             var (client, clientSide) = await LoopbackSockets.ConnectPairAsync();
@@ -138,7 +140,7 @@ public sealed class SpliceControlTests
             var stream = new SocketStream(socket);
             var connection = new BackendConnection(
                 new BackendEndpoint("b1", "127.0.0.1", ((IPEndPoint)peer.LocalEndPoint!).Port, 1),
-                socket,
+                stream,
                 stream,
                 PipeReader.Create(stream, new StreamPipeReaderOptions(leaveOpen: true)));
             return new SessionSockets(clientSide, client, connection, peer);
@@ -148,7 +150,7 @@ public sealed class SpliceControlTests
         {
             await Backend.DisposeAsync();
             BackendPeer.Dispose();
-            ClientSide.Dispose();
+            ClientControl.Dispose(); // and the socket under it
             Client.Dispose();
         }
     }

@@ -353,7 +353,7 @@ public sealed class SplicerTests : IAsyncLifetime
             input.AdvanceTo(read.Buffer.Start); // as the hand-over leaves it: consumed up to the OK line, nothing after examined
         }
 
-        _backend = new BackendConnection(new BackendEndpoint("b1", "127.0.0.1", 143, 1), socket, stream, input);
+        _backend = new BackendConnection(new BackendEndpoint("b1", "127.0.0.1", 143, 1), (ISocketControl)stream, stream, input);
 
         // The client: a small window on request, so that a client that does not read blocks the splice's writes soon.
         (_client, _clientSide) = await LoopbackSockets.ConnectPairAsync(client =>
@@ -373,7 +373,7 @@ public sealed class SplicerTests : IAsyncLifetime
         if (!tls)
         {
             Assert.Equal(engine == SocketEngineKind.Epoll, EpollSplice.CanSplice(_clientStream, stream));
-            return Splicer.RunAsync(_clientStream, _clientStream, _clientSide, pipelined ?? ReadOnlyMemory<byte>.Empty, _backend, metrics, _control).AsTask();
+            return Splicer.RunAsync(_clientStream, _clientStream, (ISocketControl)_clientStream, pipelined ?? ReadOnlyMemory<byte>.Empty, _backend, metrics, _control).AsTask();
         }
 
         // Both ends of a real TLS session over the client connection, as the proxy's session layers it.
@@ -393,7 +393,7 @@ public sealed class SplicerTests : IAsyncLifetime
             Assert.Equal(0, TlsRecordLayer.BufferedBytes(_serverTls));
         }
 
-        return Splicer.RunAsync(_serverTls, _clientStream, _clientSide, pipelined ?? ReadOnlyMemory<byte>.Empty, _backend, metrics, _control).AsTask();
+        return Splicer.RunAsync(_serverTls, _clientStream, (ISocketControl)_clientStream, pipelined ?? ReadOnlyMemory<byte>.Empty, _backend, metrics, _control).AsTask();
     }
 
     /// <summary>

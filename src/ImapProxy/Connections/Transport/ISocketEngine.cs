@@ -10,25 +10,34 @@ namespace ImapProxy.Connections.Transport;
 /// </summary>
 internal interface ISocketEngine
 {
-    /// <summary>A stream over an accepted socket; from now on the engine does all of the socket's I/O.</summary>
+    /// <summary>
+    /// A stream over an accepted socket (an <see cref="ISocketControl"/> too); from now on the engine does all of the
+    /// socket's I/O, and disposing the stream closes the socket.
+    /// </summary>
     Stream Attach(Socket socket);
 
     /// <summary>
-    /// Connects to <paramref name="host"/> (an address, or a name tried address by address) and returns the socket
-    /// and a stream over it. <paramref name="near"/>, a stream of the same session, lets the engine keep both on one
-    /// thread. Failures are <see cref="SocketException"/>s.
+    /// Connects to <paramref name="host"/> (an address, or a name tried address by address) and returns a stream over
+    /// the new socket (an <see cref="ISocketControl"/> too), which owns it. <paramref name="near"/>, a stream of the
+    /// same session, lets the engine keep both on one thread. Failures are <see cref="SocketException"/>s.
     /// </summary>
-    ValueTask<(Socket Socket, Stream Stream)> ConnectAsync(string host, int port, Stream? near, CancellationToken cancellationToken);
+    ValueTask<Stream> ConnectAsync(string host, int port, Stream? near, CancellationToken cancellationToken);
 }
 
-/// <summary>A connection stream that can watch for its peer's close without reading (both engines' streams).</summary>
-internal interface IPeerCloseWatch
+/// <summary>
+/// What both engines' streams over a connected socket offer besides reading and writing. Such a stream owns its socket:
+/// disposing the stream closes it.
+/// </summary>
+internal interface ISocketControl : IDisposable
 {
     /// <summary>
     /// Waits, without consuming anything, until the peer closes the connection (true) or sends more bytes (false).
     /// Nothing else may be reading meanwhile. Cancelling leaves the connection usable.
     /// </summary>
     Task<bool> WaitForPeerCloseAsync(CancellationToken cancellationToken);
+
+    /// <summary>Shuts a direction of the socket down; one already closed, reset or disposed needs nothing more (never throws).</summary>
+    void Shutdown(SocketShutdown how);
 }
 
 /// <summary>.NET's own sockets, through <see cref="SocketStream"/>.</summary>
@@ -38,13 +47,13 @@ internal sealed class DotNetSocketEngine : ISocketEngine
 
     public Stream Attach(Socket socket) => new SocketStream(socket);
 
-    public async ValueTask<(Socket Socket, Stream Stream)> ConnectAsync(string host, int port, Stream? near, CancellationToken cancellationToken)
+    public async ValueTask<Stream> ConnectAsync(string host, int port, Stream? near, CancellationToken cancellationToken)
     {
         var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
         try
         {
             await socket.ConnectAsync(host, port, cancellationToken);
-            return (socket, new SocketStream(socket));
+            return new SocketStream(socket);
         }
         catch
         {

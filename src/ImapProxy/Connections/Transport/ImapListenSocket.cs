@@ -20,6 +20,7 @@ internal sealed class ImapListenSocket : IDisposable
     private readonly ISocketEngine _engine;
     private readonly ILogger _logger;
     private readonly Lock _lock = new();
+    private readonly bool _wildcard; // bound to every address: each connection's own address is asked for
     private readonly TaskCompletionSource _unboundSignal = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private volatile bool _unbound;
     private EpollAcceptor? _acceptor;
@@ -30,6 +31,7 @@ internal sealed class ImapListenSocket : IDisposable
         _engine = engine;
         _logger = logger;
         EndPoint = (IPEndPoint)socket.LocalEndPoint!;
+        _wildcard = EndPoint.Address.Equals(IPAddress.Any) || EndPoint.Address.Equals(IPAddress.IPv6Any);
     }
 
     /// <summary>The bound endpoint (port 0 has become a real port).</summary>
@@ -93,9 +95,9 @@ internal sealed class ImapListenSocket : IDisposable
             _acceptor = new EpollAcceptor(
                 _socket,
                 epoll,
-                (socket, _) =>
+                (socket, remote, _) =>
                 {
-                    if (Take(socket) is { } connection)
+                    if (Take(socket, remote) is { } connection)
                     {
                         accepted(connection, true);
                     }
@@ -162,6 +164,24 @@ internal sealed class ImapListenSocket : IDisposable
 
         _socket.Dispose();
         _unboundSignal.TrySetResult();
+    }
+
+    /// <summary>
+    /// A socket the epoll engine accepted as a connection; null (logged) if it is lost already. Its local address is the
+    /// listener's (one object for all of them) unless the listener is bound to every address.
+    /// </summary>
+    private ImapSocketConnection? Take(EpollSocket accepted, IPEndPoint remote)
+    {
+        try
+        {
+            return new ImapSocketConnection(new EpollStream(accepted), remote, _wildcard ? accepted.LocalEndPoint() : EndPoint);
+        }
+        catch (SocketException ex)
+        {
+            accepted.Dispose();
+            Log.AcceptFailed(_logger, EndPoint.ToString(), ex.SocketErrorCode.ToString());
+            return null;
+        }
     }
 
     /// <summary>An accepted socket as a connection on the engine; null (logged) if it is lost already.</summary>

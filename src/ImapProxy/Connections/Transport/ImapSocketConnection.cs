@@ -42,19 +42,37 @@ internal sealed class ImapSocketConnection : ConnectionContext, IFeatureCollecti
     {
         ArgumentNullException.ThrowIfNull(socket);
         ArgumentNullException.ThrowIfNull(engine);
-        Socket = socket;
 
         // Before the engine takes the socket: these can fail (a reset socket), and a failure after Attach would
         // leave the engine's registration behind (the caller disposes only the socket).
         RemoteEndPoint = socket.RemoteEndPoint;
         LocalEndPoint = socket.LocalEndPoint;
         Stream = engine.Attach(socket);
+        Socket = (ISocketControl)Stream;
         _id = Interlocked.Increment(ref s_lastId);
     }
 
-    public Socket Socket { get; }
+    /// <summary>
+    /// A connection over <paramref name="stream"/>, a socket engine's stream that owns its socket (the epoll engine
+    /// accepts on its own, with no <see cref="System.Net.Sockets.Socket"/> object).
+    /// </summary>
+    public ImapSocketConnection(Stream stream, EndPoint remoteEndPoint, EndPoint localEndPoint)
+    {
+        ArgumentNullException.ThrowIfNull(stream);
+        Stream = stream;
+        Socket = (ISocketControl)stream;
+        RemoteEndPoint = remoteEndPoint;
+        LocalEndPoint = localEndPoint;
+        _id = Interlocked.Increment(ref s_lastId);
+    }
 
-    /// <summary>The socket as a stream (of the socket engine): what TLS runs over, and what a plaintext session is spliced on.</summary>
+    /// <summary>The socket, for shutting it down (it is <see cref="Stream"/> itself).</summary>
+    public ISocketControl Socket { get; }
+
+    /// <summary>
+    /// The socket as a stream (of the socket engine): what TLS runs over, and what a plaintext session is spliced on.
+    /// It owns the socket.
+    /// </summary>
     public Stream Stream { get; }
 
     public override string ConnectionId
@@ -116,12 +134,12 @@ internal sealed class ImapSocketConnection : ConnectionContext, IFeatureCollecti
     /// Waits, without reading anything, until the client closes the connection (true) or sends more bytes (false).
     /// Nothing else may be reading the socket meanwhile; cancelling leaves the connection usable.
     /// </summary>
-    public Task<bool> WaitForPeerCloseAsync(CancellationToken cancellationToken) => ((IPeerCloseWatch)Stream).WaitForPeerCloseAsync(cancellationToken);
+    public Task<bool> WaitForPeerCloseAsync(CancellationToken cancellationToken) => Socket.WaitForPeerCloseAsync(cancellationToken);
 
     /// <summary>The forced end at shutdown (the host's time is up): pending reads and writes end at once.</summary>
     public override void Abort(ConnectionAbortedException abortReason)
     {
-        ShutdownQuietly(Socket, SocketShutdown.Both);
+        Socket.Shutdown(SocketShutdown.Both);
         CancelClosed();
     }
 
@@ -140,24 +158,10 @@ internal sealed class ImapSocketConnection : ConnectionContext, IFeatureCollecti
             _transport = null;
         }
 
-        Stream.Dispose(); // off the socket engine while the descriptor is still open
-        Socket.Dispose();
+        Stream.Dispose(); // off the socket engine, then closed
         CancelClosed();
         _closed?.Dispose();
         return base.DisposeAsync();
-    }
-
-    /// <summary>Shuts a socket's direction down; a socket already closed or reset needs nothing more.</summary>
-    public static void ShutdownQuietly(Socket socket, SocketShutdown how)
-    {
-        try
-        {
-            socket.Shutdown(how);
-        }
-        catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
-        {
-            // Already closed by the peer or disposed.
-        }
     }
 
     private void CancelClosed()

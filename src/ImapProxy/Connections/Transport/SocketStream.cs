@@ -11,9 +11,15 @@ namespace ImapProxy.Connections.Transport;
 /// sessions). Reads without a token, as the splice makes them, go straight to the socket. Writes go through
 /// <see cref="SocketSender"/>s from a shared pool rather than an event-args object cached on each socket; a write
 /// given a token that fires shuts the socket down altogether, which ends a send stuck on a client that does not read.
+/// Disposing the stream disposes the socket.
 /// </summary>
-internal sealed class SocketStream(Socket socket) : NetworkStream(socket, ownsSocket: false), IPeerCloseWatch
+internal sealed class SocketStream(Socket socket) : NetworkStream(socket, ownsSocket: false), ISocketControl
 {
+    /// <summary>The socket (NetworkStream keeps it to derived classes).</summary>
+    internal new Socket Socket => base.Socket;
+
+    public void Shutdown(SocketShutdown how) => ShutdownQuietly(Socket, how);
+
     public async Task<bool> WaitForPeerCloseAsync(CancellationToken cancellationToken)
     {
         try
@@ -54,7 +60,7 @@ internal sealed class SocketStream(Socket socket) : NetworkStream(socket, ownsSo
     private async ValueTask WriteUntilCancelledAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken)
     {
         cancellationToken.ThrowIfCancellationRequested();
-        using (cancellationToken.UnsafeRegister(static state => ImapSocketConnection.ShutdownQuietly((Socket)state!, SocketShutdown.Both), Socket))
+        using (cancellationToken.UnsafeRegister(static state => ShutdownQuietly((Socket)state!, SocketShutdown.Both), Socket))
         {
             try
             {
@@ -73,7 +79,7 @@ internal sealed class SocketStream(Socket socket) : NetworkStream(socket, ownsSo
     {
         cancellationToken.ThrowIfCancellationRequested();
         int read;
-        using (cancellationToken.UnsafeRegister(static state => ImapSocketConnection.ShutdownQuietly((Socket)state!, SocketShutdown.Receive), Socket))
+        using (cancellationToken.UnsafeRegister(static state => ShutdownQuietly((Socket)state!, SocketShutdown.Receive), Socket))
         {
             try
             {
@@ -88,5 +94,29 @@ internal sealed class SocketStream(Socket socket) : NetworkStream(socket, ownsSo
         // The end of stream (or error) the shutdown caused is the cancellation.
         cancellationToken.ThrowIfCancellationRequested();
         return read;
+    }
+
+    protected override void Dispose(bool disposing)
+    {
+        // Not NetworkStream's own ownership: that shuts the socket down before closing it, which the other engine does
+        // not; a plain dispose closes both alike.
+        base.Dispose(disposing);
+        if (disposing)
+        {
+            Socket.Dispose();
+        }
+    }
+
+    /// <summary>Shuts a socket's direction down; a socket already closed or reset needs nothing more.</summary>
+    internal static void ShutdownQuietly(Socket socket, SocketShutdown how)
+    {
+        try
+        {
+            socket.Shutdown(how);
+        }
+        catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+        {
+            // Already closed by the peer or disposed.
+        }
     }
 }

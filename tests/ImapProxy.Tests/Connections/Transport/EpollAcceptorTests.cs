@@ -15,9 +15,11 @@ public sealed class EpollAcceptorTests : IDisposable
 
     private readonly EpollEngine _engine = new(2, inlineContinuations: true, NullLogger.Instance);
     private readonly Socket _listening = new(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-    private readonly List<Socket> _sockets = [];
-    private readonly Channel<(Socket Socket, EpollLoop Loop, EpollLoop? Current)> _accepted = Channel.CreateUnbounded<(Socket, EpollLoop, EpollLoop?)>();
+    private readonly List<IDisposable> _sockets = [];
+    private readonly Channel<(EpollSocket Socket, IPEndPoint Remote, EpollLoop Loop, EpollLoop? Current)> _accepted =
+        Channel.CreateUnbounded<(EpollSocket, IPEndPoint, EpollLoop, EpollLoop?)>();
     private readonly Channel<SocketError> _failed = Channel.CreateUnbounded<SocketError>();
+    private readonly List<EndPoint> _clients = [];
 
     public EpollAcceptorTests()
     {
@@ -46,11 +48,14 @@ public sealed class EpollAcceptorTests : IDisposable
         var seen = new HashSet<EndPoint>();
         for (var i = 0; i < 20; i++)
         {
-            var (socket, loop, current) = await _accepted.Reader.ReadAsync().AsTask().WaitAsync(s_limit);
+            var (socket, remote, loop, current) = await _accepted.Reader.ReadAsync().AsTask().WaitAsync(s_limit);
             _sockets.Add(socket);
             Assert.Same(loop, current);
+            Assert.Same(loop, socket.Loop);
             Assert.Contains(loop, _engine.Loops);
-            Assert.True(seen.Add(socket.RemoteEndPoint!));
+            Assert.True(seen.Add(remote));
+            Assert.Contains(remote, _clients);
+            Assert.Equal(_listening.LocalEndPoint, socket.LocalEndPoint());
         }
 
         Assert.False(_failed.Reader.TryRead(out _));
@@ -61,10 +66,17 @@ public sealed class EpollAcceptorTests : IDisposable
     {
         var time = new FakeTimeProvider();
         var calls = 0;
-        using var acceptor = Start(time, listening =>
+        using var acceptor = Start(time, (EpollLoop loop, out IPEndPoint? remote, out SocketError error) =>
         {
             // The first accept fails as it does when the process has no descriptor left; the connection stays queued.
-            return Interlocked.Increment(ref calls) == 1 ? throw new SocketException((int)SocketError.TooManyOpenSockets) : listening.Accept();
+            if (Interlocked.Increment(ref calls) == 1)
+            {
+                remote = null;
+                error = SocketError.TooManyOpenSockets;
+                return null;
+            }
+
+            return EpollSocket.Accept(_listening.SafeHandle, loop, out remote, out error);
         });
         await ConnectAsync();
 
@@ -79,7 +91,7 @@ public sealed class EpollAcceptorTests : IDisposable
 
         time.Advance(EpollAcceptor.PauseOnExhaustion);
 
-        var (socket, _, _) = await _accepted.Reader.ReadAsync().AsTask().WaitAsync(s_limit);
+        var (socket, _, _, _) = await _accepted.Reader.ReadAsync().AsTask().WaitAsync(s_limit);
         _sockets.Add(socket);
         Assert.True(acceptor.Registered);
 
@@ -106,10 +118,10 @@ public sealed class EpollAcceptorTests : IDisposable
         Assert.False(_accepted.Reader.TryRead(out _));
     }
 
-    private EpollAcceptor Start(TimeProvider? time = null, Func<Socket, Socket>? accept = null) => new(
+    private EpollAcceptor Start(TimeProvider? time = null, AcceptOne? accept = null) => new(
         _listening,
         _engine,
-        (socket, loop) => _accepted.Writer.TryWrite((socket, loop, EpollLoop.Current)),
+        (socket, remote, loop) => _accepted.Writer.TryWrite((socket, remote, loop, EpollLoop.Current)),
         error => _failed.Writer.TryWrite(error),
         time,
         accept);
@@ -119,6 +131,7 @@ public sealed class EpollAcceptorTests : IDisposable
         var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         _sockets.Add(client);
         await client.ConnectAsync(_listening.LocalEndPoint!).WaitAsync(s_limit);
+        _clients.Add(client.LocalEndPoint!);
     }
 
     /// <summary>Until every loop has gone once round its events (work queued on it runs after them).</summary>

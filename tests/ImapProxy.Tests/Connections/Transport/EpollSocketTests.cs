@@ -180,7 +180,7 @@ public sealed class EpollSocketTests : IDisposable
         await DrainAsync(socket, peer);
         var waiting = socket.ReceiveAsync(Memory<byte>.Empty).AsTask();
 
-        socket.Socket.Shutdown(SocketShutdown.Receive);
+        socket.Shutdown(SocketShutdown.Receive);
 
         Assert.Equal(0, await waiting.WaitAsync(s_limit));
         Assert.Equal(0, await socket.ReceiveAsync(new byte[16]).AsTask().WaitAsync(s_limit));
@@ -262,21 +262,28 @@ public sealed class EpollSocketTests : IDisposable
     }
 
     [Fact]
-    public async Task Connect_ToAListener_Connects()
+    public async Task Connect_ToAListener_Connects_AndDisposingTheStreamClosesTheSocket()
     {
         using var listener = Listen();
         var accepting = listener.AcceptAsync();
 
-        var (socket, stream) = await _engine.ConnectAsync("127.0.0.1", ((IPEndPoint)listener.LocalEndPoint!).Port, near: null, CancellationToken.None).AsTask().WaitAsync(s_limit);
+        var stream = await _engine.ConnectAsync("127.0.0.1", ((IPEndPoint)listener.LocalEndPoint!).Port, near: null, CancellationToken.None).AsTask().WaitAsync(s_limit);
         using var accepted = await accepting.WaitAsync(s_limit);
         _owned.Add(stream);
-        _owned.Add(socket);
 
         await stream.WriteAsync("hello"u8.ToArray());
         var buffer = new byte[5];
         await ReceiveExactlyAsync(accepted, buffer);
         Assert.Equal("hello"u8.ToArray(), buffer);
+        var socket = Assert.IsType<EpollStream>(stream).Socket;
         Assert.True(socket.NoDelay);
+        Assert.Equal(accepted.RemoteEndPoint, socket.LocalEndPoint());
+
+        // The stream owns the socket (no .NET socket behind it): its dispose is the close the peer sees.
+        var registered = _engine.Handlers.Count;
+        await stream.DisposeAsync();
+        Assert.Equal(0, await accepted.ReceiveAsync(new byte[1]).WaitAsync(s_limit));
+        Assert.Equal(registered - 1, _engine.Handlers.Count);
     }
 
     [Fact]
@@ -287,10 +294,9 @@ public sealed class EpollSocketTests : IDisposable
         var (first, _) = await PairAsync();
         var near = new EpollStream(first);
 
-        var (socket, stream) = await _engine.ConnectAsync("localhost", ((IPEndPoint)listener.LocalEndPoint!).Port, near, CancellationToken.None).AsTask().WaitAsync(s_limit);
+        var stream = await _engine.ConnectAsync("localhost", ((IPEndPoint)listener.LocalEndPoint!).Port, near, CancellationToken.None).AsTask().WaitAsync(s_limit);
         using var accepted = await accepting.WaitAsync(s_limit);
         _owned.Add(stream);
-        _owned.Add(socket);
 
         Assert.Same(first.Loop, Assert.IsType<EpollStream>(stream).Socket.Loop);
     }
@@ -372,7 +378,7 @@ public sealed class EpollSocketTests : IDisposable
                 var read = await socket.ReceiveAsync(buffer);
                 if (read == 0)
                 {
-                    socket.Socket.Shutdown(SocketShutdown.Send);
+                    socket.Shutdown(SocketShutdown.Send);
                     return;
                 }
 

@@ -58,7 +58,7 @@ public abstract class ImapTransportTests : IAsyncLifetime
 
         Assert.Equal(_client!.LocalEndPoint, _connection!.RemoteEndPoint);
         Assert.Equal(_client.RemoteEndPoint, _connection.LocalEndPoint);
-        Assert.True(_connection.Socket.NoDelay);
+        Assert.True(NoDelay(_connection));
         Assert.StartsWith("imap-", _connection.ConnectionId, StringComparison.Ordinal);
 
         await _client.SendAsync("a1 NOOP\r\n"u8.ToArray());
@@ -242,7 +242,7 @@ public abstract class ImapTransportTests : IAsyncLifetime
                 var epoll = _engine is EpollEngine;
                 Assert.Equal(epoll, onEngineThread);
                 Assert.Equal(epoll, onLoop); // said so only where it is so: there the callback must not block
-                Assert.True(connection.Socket.NoDelay);
+                Assert.True(NoDelay(connection));
             }
 
             // Each client has its own connection, and each connection's stream reaches its client.
@@ -324,6 +324,14 @@ public abstract class ImapTransportTests : IAsyncLifetime
         await _client.ConnectAsync(_listener.EndPoint);
         _connection = Assert.IsType<ImapSocketConnection>(await accepting.WaitAsync(s_limit));
     }
+
+    /// <summary>Whether the connection's socket sends without delay, asked of the engine that owns it.</summary>
+    private static bool NoDelay(ImapSocketConnection connection) => connection.Stream switch
+    {
+        EpollStream epoll => epoll.Socket.NoDelay,
+        SocketStream dotnet => dotnet.Socket.NoDelay,
+        var other => throw new InvalidOperationException(other.GetType().Name),
+    };
 
     private ImapListenSocket Bind(int port) => ImapListenSocket.Bind(new IPEndPoint(IPAddress.Loopback, port), _engine, NullLogger.Instance);
 

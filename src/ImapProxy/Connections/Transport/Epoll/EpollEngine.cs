@@ -60,7 +60,7 @@ internal sealed class EpollEngine : ISocketEngine, IDisposable
 
     public Stream Attach(Socket socket) => new EpollStream(new EpollSocket(socket, NextLoop()));
 
-    public async ValueTask<(Socket Socket, Stream Stream)> ConnectAsync(string host, int port, Stream? near, CancellationToken cancellationToken)
+    public async ValueTask<Stream> ConnectAsync(string host, int port, Stream? near, CancellationToken cancellationToken)
     {
         // The backend side of a session runs on its client's loop: one thread moves a command both ways.
         var loop = (near as EpollStream)?.Socket.Loop ?? NextLoop();
@@ -77,7 +77,7 @@ internal sealed class EpollEngine : ISocketEngine, IDisposable
             try
             {
                 var socket = await EpollSocket.ConnectAsync(loop, new IPEndPoint(address, port), cancellationToken);
-                return (socket.Socket, new EpollStream(socket));
+                return new EpollStream(socket);
             }
             catch (SocketException ex)
             {
@@ -429,7 +429,7 @@ internal sealed unsafe class EpollLoop : IDisposable
     }
 }
 
-/// <summary>An epoll instance or eventfd of a loop, closed when the last reference on it goes.</summary>
+/// <summary>A descriptor the engine opened (a loop's epoll instance or eventfd, a socket), closed when the last reference on it goes.</summary>
 internal sealed class Descriptor : SafeHandle
 {
     public Descriptor(int fd)

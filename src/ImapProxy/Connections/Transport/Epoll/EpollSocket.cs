@@ -28,11 +28,14 @@ internal interface IReadinessListener
 /// (TCP urgent data also makes a receive stop short; a peer that sends it stalls its own session until it sends
 /// again, as with nginx. IMAP has no use for it.)
 /// <para>
-/// The descriptor is used only under a reference on the socket's handle, so that a concurrent dispose cannot close
-/// it (and let the number be reused) during a system call.
+/// The socket owns its descriptor, with no <see cref="System.Net.Sockets.Socket"/> object (about 0.5 KB with its handle and
+/// state, per socket): the engine accepts and creates sockets itself (<see cref="Accept"/>, <see cref="ConnectAsync"/>).
+/// A .NET socket can be taken over too, and is then disposed with this one. The descriptor is used only under a
+/// reference on its handle, so that a concurrent dispose cannot close it (and let the number be reused) during a
+/// system call.
 /// </para>
 /// </remarks>
-internal sealed class EpollSocket : IEpollHandler
+internal sealed class EpollSocket : IEpollHandler, IDisposable
 {
     private const uint ReadEvents = LibC.EpollIn | LibC.EpollRdHup | LibC.EpollHup | LibC.EpollErr;
     private const uint WriteEvents = LibC.EpollOut | LibC.EpollHup | LibC.EpollErr;
@@ -48,7 +51,8 @@ internal sealed class EpollSocket : IEpollHandler
     private const int WaitingToSend = 1;
     private const int WaitingToConnect = 2;
 
-    private readonly SafeSocketHandle _handle;
+    private readonly SafeHandle _handle;
+    private readonly Socket? _adopted; // a .NET socket taken over, kept from its finalizer (which would close the descriptor)
     private readonly int _fd;
     private ulong _token;
     private bool _registered;
@@ -66,34 +70,182 @@ internal sealed class EpollSocket : IEpollHandler
     private int _writeWaiting;
     private WriteOperation? _write;
 
-    /// <summary>Takes over an accepted or created socket: non-blocking, registered on <paramref name="loop"/>.</summary>
+    /// <summary>
+    /// Takes over a .NET socket, connected or accepted: non-blocking, registered on <paramref name="loop"/>, disposed
+    /// with this one.
+    /// </summary>
     public EpollSocket(Socket socket, EpollLoop loop)
-        : this(socket, loop, register: true)
-    {
-    }
-
-    private EpollSocket(Socket socket, EpollLoop loop, bool register)
     {
         ArgumentNullException.ThrowIfNull(socket);
         ArgumentNullException.ThrowIfNull(loop);
-        Socket = socket;
         Loop = loop;
+        _adopted = socket;
         _handle = socket.SafeHandle;
         _fd = (int)_handle.DangerousGetHandle();
         if (socket.Blocking)
         {
-            SetNonBlocking(_fd); // not when .NET made it non-blocking already (accepted from a non-blocking listener)
+            SetNonBlocking(_fd);
         }
 
+        Register();
+    }
+
+    /// <summary>A descriptor of the engine's own, non-blocking already; registered when <paramref name="register"/>.</summary>
+    private EpollSocket(Descriptor descriptor, EpollLoop loop, bool register)
+    {
+        Loop = loop;
+        _handle = descriptor;
+        _fd = descriptor.Fd;
         if (register)
         {
             Register();
         }
     }
 
-    public Socket Socket { get; }
-
     public EpollLoop Loop { get; }
+
+    /// <summary>
+    /// Accepts one connection from the listening socket <paramref name="listening"/> (non-blocking) onto
+    /// <paramref name="loop"/>: the socket and the client's address, or null and why (WouldBlock when none is queued,
+    /// or another loop took it). Nothing throws: a loop that lost the race for a connection pays one system call.
+    /// </summary>
+    internal static unsafe EpollSocket? Accept(SafeHandle listening, EpollLoop loop, out IPEndPoint? remote, out SocketError error)
+    {
+        var address = stackalloc byte[SocketAddresses.MaxSize];
+        var length = (uint)SocketAddresses.MaxSize;
+        int fd;
+        var errno = 0;
+        var added = false;
+        try
+        {
+            listening.DangerousAddRef(ref added);
+            do
+            {
+                fd = LibC.Accept4((int)listening.DangerousGetHandle(), address, &length, LibC.SockNonblock | LibC.SockCloexec);
+                errno = fd < 0 ? Marshal.GetLastPInvokeError() : 0; // before the release, which may close (another call)
+            }
+            while (errno == LibC.EIntr);
+        }
+        catch (ObjectDisposedException)
+        {
+            remote = null;
+            error = SocketError.OperationAborted; // unbound under the event
+            return null;
+        }
+        finally
+        {
+            if (added)
+            {
+                listening.DangerousRelease();
+            }
+        }
+
+        if (fd < 0)
+        {
+            remote = null;
+            error = LibC.ToSocketError(errno);
+            return null;
+        }
+
+        var descriptor = new Descriptor(fd);
+        try
+        {
+            remote = SocketAddresses.ToEndPoint(new ReadOnlySpan<byte>(address, (int)Math.Min(length, (uint)SocketAddresses.MaxSize)));
+            error = SetNoDelay(fd);
+            if (error == SocketError.Success)
+            {
+                return new EpollSocket(descriptor, loop, register: true);
+            }
+        }
+        catch (SocketException ex)
+        {
+            error = ex.SocketErrorCode;
+        }
+
+        descriptor.Dispose();
+        remote = null;
+        return null;
+    }
+
+    /// <summary>The socket's own address (getsockname).</summary>
+    public unsafe IPEndPoint LocalEndPoint()
+    {
+        var address = stackalloc byte[SocketAddresses.MaxSize];
+        var length = (uint)SocketAddresses.MaxSize;
+        var added = false;
+        try
+        {
+            _handle.DangerousAddRef(ref added);
+            if (LibC.GetSockName(_fd, address, &length) != 0)
+            {
+                throw new SocketException((int)LibC.ToSocketError(Marshal.GetLastPInvokeError()));
+            }
+        }
+        finally
+        {
+            if (added)
+            {
+                _handle.DangerousRelease();
+            }
+        }
+
+        return SocketAddresses.ToEndPoint(new ReadOnlySpan<byte>(address, (int)Math.Min(length, (uint)SocketAddresses.MaxSize)));
+    }
+
+    /// <summary>Whether the socket sends without delay (TCP_NODELAY), as every socket of the engine does.</summary>
+    internal unsafe bool NoDelay
+    {
+        get
+        {
+            int value;
+            var length = (uint)sizeof(int);
+            var added = false;
+            try
+            {
+                _handle.DangerousAddRef(ref added);
+                if (LibC.GetSockOpt(_fd, LibC.IpProtoTcp, LibC.TcpNoDelay, &value, &length) != 0)
+                {
+                    throw new SocketException((int)LibC.ToSocketError(Marshal.GetLastPInvokeError()));
+                }
+            }
+            finally
+            {
+                if (added)
+                {
+                    _handle.DangerousRelease();
+                }
+            }
+
+            return value != 0;
+        }
+    }
+
+    /// <summary>Shuts a direction down; a socket already closed, reset or disposed needs nothing more (never throws).</summary>
+    public void Shutdown(SocketShutdown how)
+    {
+        var added = false;
+        try
+        {
+            _handle.DangerousAddRef(ref added);
+            _ = LibC.Shutdown(_fd, how switch
+            {
+                SocketShutdown.Receive => LibC.ShutRd,
+                SocketShutdown.Send => LibC.ShutWr,
+                _ => LibC.ShutRdWr,
+            });
+        }
+        catch (ObjectDisposedException)
+        {
+            // Closed already.
+        }
+        finally
+        {
+            if (added)
+            {
+                _handle.DangerousRelease();
+            }
+        }
+    }
 
     /// <summary>
     /// Connects a new socket to <paramref name="endpoint"/> on <paramref name="loop"/>. Failures are
@@ -102,11 +254,22 @@ internal sealed class EpollSocket : IEpollHandler
     public static async ValueTask<EpollSocket> ConnectAsync(EpollLoop loop, IPEndPoint endpoint, CancellationToken cancellationToken)
     {
         cancellationToken.ThrowIfCancellationRequested();
-        var socket = new Socket(endpoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        var fd = LibC.Socket(SocketAddresses.Family(endpoint.AddressFamily), LibC.SockStream | LibC.SockNonblock | LibC.SockCloexec, LibC.IpProtoTcp);
+        if (fd < 0)
+        {
+            throw new SocketException((int)LibC.ToSocketError(Marshal.GetLastPInvokeError()));
+        }
+
+        var descriptor = new Descriptor(fd);
         EpollSocket? connecting = null;
         try
         {
-            connecting = new EpollSocket(socket, loop, register: false);
+            if (SetNoDelay(fd) is not SocketError.Success and var failed)
+            {
+                throw new SocketException((int)failed);
+            }
+
+            connecting = new EpollSocket(descriptor, loop, register: false);
             var address = endpoint.Serialize(); // the platform's sockaddr layout
             var seen = 0; // no event is counted before the registration
             var error = connecting.StartConnect(address);
@@ -134,7 +297,7 @@ internal sealed class EpollSocket : IEpollHandler
         catch
         {
             connecting?.Dispose();
-            socket.Dispose();
+            descriptor.Dispose();
             throw;
         }
     }
@@ -417,8 +580,8 @@ internal sealed class EpollSocket : IEpollHandler
     }
 
     /// <summary>
-    /// Stops the socket's events and fails an operation still waiting. The socket itself is its owner's to dispose,
-    /// next: closing the descriptor is what takes it out of epoll.
+    /// Stops the socket's events, fails an operation still waiting and closes the socket (which takes it out of epoll;
+    /// an operation under way keeps the descriptor open until its system call returns).
     /// </summary>
     public void Dispose()
     {
@@ -443,12 +606,29 @@ internal sealed class EpollSocket : IEpollHandler
             _write!.Buffer = default;
             _write.Core.SetException(new ObjectDisposedException(nameof(EpollSocket)));
         }
+
+        if (_adopted is not null)
+        {
+            _adopted.Dispose();
+        }
+        else
+        {
+            _handle.Dispose();
+        }
     }
 
     private void Register()
     {
         _token = Loop.Add(_fd, this);
         _registered = true;
+    }
+
+    private static unsafe SocketError SetNoDelay(int fd)
+    {
+        var on = 1;
+        return LibC.SetSockOpt(fd, LibC.IpProtoTcp, LibC.TcpNoDelay, &on, sizeof(int)) == 0
+            ? SocketError.Success
+            : LibC.ToSocketError(Marshal.GetLastPInvokeError());
     }
 
     /// <summary>One ioctl (FIONBIO) rather than fcntl's read and write of the flags: two system calls less per session.</summary>

@@ -7,12 +7,13 @@ namespace ImapProxy.Connections.Transport.Epoll;
 /// <see cref="IOException"/>s over the <see cref="SocketException"/>; a read whose token fires while it waits ends by
 /// shutting the socket down for receiving, a write by shutting it down altogether (a cancelled wait ends its
 /// connection; callers close it after any cancellation). Each read and write tries the socket first, and watches its
-/// token only if it has to wait. Disposing takes the socket off its loop; the <see cref="Socket"/> stays its owner's
-/// to dispose, afterwards.
+/// token only if it has to wait. Disposing takes the socket off its loop and closes it.
 /// </summary>
-internal sealed class EpollStream(EpollSocket socket) : Stream, IPeerCloseWatch
+internal sealed class EpollStream(EpollSocket socket) : Stream, ISocketControl
 {
     public EpollSocket Socket { get; } = socket;
+
+    public void Shutdown(SocketShutdown how) => Socket.Shutdown(how);
 
     public override bool CanRead => true;
 
@@ -130,7 +131,7 @@ internal sealed class EpollStream(EpollSocket socket) : Stream, IPeerCloseWatch
         int count;
 
         // Registered on a token that fired already, the shutdown runs at once.
-        using (cancellationToken.UnsafeRegister(static state => ImapSocketConnection.ShutdownQuietly((Socket)state!, SocketShutdown.Receive), Socket.Socket))
+        using (cancellationToken.UnsafeRegister(static state => ((EpollSocket)state!).Shutdown(SocketShutdown.Receive), Socket))
         {
             try
             {
@@ -154,7 +155,7 @@ internal sealed class EpollStream(EpollSocket socket) : Stream, IPeerCloseWatch
     /// <summary>A write under way, until it completes or the token fires (which shuts the socket down altogether).</summary>
     private async ValueTask AwaitWriteOrCancelAsync(ValueTask write, CancellationToken cancellationToken)
     {
-        using (cancellationToken.UnsafeRegister(static state => ImapSocketConnection.ShutdownQuietly((Socket)state!, SocketShutdown.Both), Socket.Socket))
+        using (cancellationToken.UnsafeRegister(static state => ((EpollSocket)state!).Shutdown(SocketShutdown.Both), Socket))
         {
             try
             {

@@ -29,6 +29,16 @@ internal static unsafe partial class LibC
 
     public const nuint FionBio = 0x5421; // FIONBIO (x86-64 and arm64)
 
+    public const int SockStream = 1;
+    public const int SockNonblock = 0x800;
+    public const int SockCloexec = 0x80000;
+    public const int IpProtoTcp = 6;
+    public const int TcpNoDelay = 1;
+
+    public const int ShutRd = 0;
+    public const int ShutWr = 1;
+    public const int ShutRdWr = 2;
+
     public const int MsgPeek = 0x2;
     public const int MsgNosignal = 0x4000;
 
@@ -76,6 +86,24 @@ internal static unsafe partial class LibC
 
     // ioctl is variadic; with integer and pointer arguments the calling convention is that of a plain call on x86-64
     // and arm64 Linux.
+    [LibraryImport(Library, EntryPoint = "socket", SetLastError = true)]
+    public static partial int Socket(int domain, int type, int protocol);
+
+    [LibraryImport(Library, EntryPoint = "accept4", SetLastError = true)]
+    public static partial int Accept4(int fd, byte* address, uint* length, int flags);
+
+    [LibraryImport(Library, EntryPoint = "getsockname", SetLastError = true)]
+    public static partial int GetSockName(int fd, byte* address, uint* length);
+
+    [LibraryImport(Library, EntryPoint = "setsockopt", SetLastError = true)]
+    public static partial int SetSockOpt(int fd, int level, int name, void* value, uint length);
+
+    [LibraryImport(Library, EntryPoint = "getsockopt", SetLastError = true)]
+    public static partial int GetSockOpt(int fd, int level, int name, void* value, uint* length);
+
+    [LibraryImport(Library, EntryPoint = "shutdown", SetLastError = true)]
+    public static partial int Shutdown(int fd, int how);
+
     [LibraryImport(Library, EntryPoint = "ioctl", SetLastError = true)]
     public static partial int Ioctl(int fd, nuint request, int* argument);
 
