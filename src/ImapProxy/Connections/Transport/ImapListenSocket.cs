@@ -31,7 +31,8 @@ internal sealed class ImapListenSocket : IDisposable
         _engine = engine;
         _logger = logger;
         EndPoint = (IPEndPoint)socket.LocalEndPoint!;
-        _wildcard = EndPoint.Address.Equals(IPAddress.Any) || EndPoint.Address.Equals(IPAddress.IPv6Any);
+        var address = EndPoint.Address.IsIPv4MappedToIPv6 ? EndPoint.Address.MapToIPv4() : EndPoint.Address;
+        _wildcard = address.Equals(IPAddress.Any) || address.Equals(IPAddress.IPv6Any);
     }
 
     /// <summary>The bound endpoint (port 0 has become a real port).</summary>

@@ -9,8 +9,8 @@ using Microsoft.AspNetCore.Http.Features;
 namespace ImapProxy.Connections.Transport;
 
 /// <summary>
-/// One accepted IMAP client connection as <see cref="ImapListeners"/> hands it to the session: the socket and a
-/// stream of the <see cref="ISocketEngine"/> over it, with the pipes of <see cref="Transport"/> created only when
+/// One accepted IMAP client connection as <see cref="ImapListeners"/> hands it to the session: a stream of the
+/// <see cref="ISocketEngine"/> that owns the socket, with the pipes of <see cref="Transport"/> created only when
 /// something reads or writes through them (the pre-auth dialogue, a PROXY header) and let go of again with
 /// <see cref="ReleaseTransport"/>.
 /// </summary>

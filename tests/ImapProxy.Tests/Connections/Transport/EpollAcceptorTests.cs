@@ -35,7 +35,7 @@ public sealed class EpollAcceptorTests : IDisposable
     }
 
     [Fact]
-    public async Task EachConnection_IsAcceptedOnce_OnTheThreadOfTheLoopThatTookIt()
+    public async Task EachConnection_IsAcceptedOnce_OnTheThreadOfTheLoopThatTookIt_AndTheSessionsTakeTheLoopsInTurn()
     {
         using var acceptor = Start();
         Assert.True(acceptor.Registered);
@@ -46,17 +46,21 @@ public sealed class EpollAcceptorTests : IDisposable
         }
 
         var seen = new HashSet<EndPoint>();
+        var sessionsPerLoop = new Dictionary<EpollLoop, int>();
         for (var i = 0; i < 20; i++)
         {
             var (socket, remote, loop, current) = await _accepted.Reader.ReadAsync().AsTask().WaitAsync(s_limit);
             _sockets.Add(socket);
             Assert.Same(loop, current);
-            Assert.Same(loop, socket.Loop);
             Assert.Contains(loop, _engine.Loops);
             Assert.True(seen.Add(remote));
             Assert.Contains(remote, _clients);
             Assert.Equal(_listening.LocalEndPoint, socket.LocalEndPoint());
+            sessionsPerLoop[socket.Loop] = sessionsPerLoop.GetValueOrDefault(socket.Loop) + 1;
         }
+
+        // Whichever loop woke, the sessions alternate (the exclusive wake-up alone would favour the first loop waiting).
+        Assert.Equal([10, 10], _engine.Loops.Select(loop => sessionsPerLoop.GetValueOrDefault(loop)));
 
         Assert.False(_failed.Reader.TryRead(out _));
     }

@@ -542,7 +542,7 @@ public sealed class EpollSocketTests : IDisposable
 
     private EpollSocket Own(EpollSocket socket, Socket underlying)
     {
-        // The engine's socket first, then the socket (whose close takes it out of epoll), as the proxy's owners do.
+        // The engine's socket disposes the .NET socket it took over; the second dispose finds it done.
         _owned.Add(new Disposer(socket.Dispose));
         _owned.Add(underlying);
         return socket;

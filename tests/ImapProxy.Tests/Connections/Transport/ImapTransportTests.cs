@@ -205,6 +205,19 @@ public abstract class ImapTransportTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task ShutdownAndAbort_AfterDispose_DoNothing()
+    {
+        // A kick or the shutdown's end may reach a session whose connection has just closed.
+        await AcceptAsync();
+        await _connection!.DisposeAsync();
+
+        _connection.Socket.Shutdown(SocketShutdown.Both);
+        _connection.Abort(new ConnectionAbortedException("late"));
+
+        Assert.Equal(0, await _client!.ReceiveAsync(new byte[1]).WaitAsync(s_limit));
+    }
+
+    [Fact]
     public async Task Dispose_EndsTheAcceptLoop()
     {
         _listener = Bind(0);
@@ -316,13 +329,15 @@ public abstract class ImapTransportTests : IAsyncLifetime
         Assert.Equal(2, features.Count());
     }
 
+    /// <summary>One connection, accepted as the proxy accepts them (the epoll engine: on its own threads, with accept4).</summary>
     private async Task AcceptAsync()
     {
         _listener = Bind(0);
         _client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        var accepting = _listener.AcceptAsync().AsTask();
+        var accepted = new TaskCompletionSource<ImapSocketConnection>(TaskCreationOptions.RunContinuationsAsynchronously);
+        _ = _listener.StartAccepting((connection, _) => accepted.TrySetResult(connection));
         await _client.ConnectAsync(_listener.EndPoint);
-        _connection = Assert.IsType<ImapSocketConnection>(await accepting.WaitAsync(s_limit));
+        _connection = await accepted.Task.WaitAsync(s_limit);
     }
 
     /// <summary>Whether the connection's socket sends without delay, asked of the engine that owns it.</summary>

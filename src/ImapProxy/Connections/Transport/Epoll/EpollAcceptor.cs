@@ -41,9 +41,9 @@ internal sealed class EpollAcceptor : IEpollHandler, IDisposable
     private ITimer? _resume;
 
     /// <summary>
-    /// Starts accepting on every loop of <paramref name="engine"/>. Each connection (its socket, registered on the loop,
-    /// and the client's address) goes to <paramref name="accepted"/> on the thread of the loop that took it, which must
-    /// not block and owns the socket from then on; each failure but the client's own early leave goes to
+    /// Starts accepting on every loop of <paramref name="engine"/>. Each connection (its socket, registered on the
+    /// engine's next loop in turn, and the client's address) goes to <paramref name="accepted"/> on the thread of the
+    /// loop that took it, which must not block and owns the socket from then on; each failure but the client's own early leave goes to
     /// <paramref name="failed"/>, on the same thread. <paramref name="accept"/> stands in for
     /// <see cref="EpollSocket.Accept"/> in tests (failures no test can cause otherwise).
     /// </summary>
@@ -86,10 +86,11 @@ internal sealed class EpollAcceptor : IEpollHandler, IDisposable
 
     void IEpollHandler.OnEvents(uint events)
     {
-        var loop = EpollLoop.Current!;
-        if (_accept(loop, out var remote, out var error) is { } accepted)
+        // The session goes to the next loop in turn, not to the one that woke: with EPOLLEXCLUSIVE the kernel wakes the
+        // first loop waiting, so at a low connection rate one thread would take nearly every session for its life.
+        if (_accept(_engine.NextLoop(), out var remote, out var error) is { } accepted)
         {
-            _accepted(accepted, remote!, loop);
+            _accepted(accepted, remote!, EpollLoop.Current!);
             return;
         }
 

@@ -186,7 +186,7 @@ internal sealed unsafe class EpollLoop : IDisposable
 
     /// <summary>
     /// Stops a registration's events reaching its handler. The descriptor itself leaves epoll when it is closed, which
-    /// its owner does next (no EPOLL_CTL_DEL: one system call less per socket). Events collected or arriving until
+    /// the socket's dispose does next (no EPOLL_CTL_DEL: one system call less per socket). Events collected or arriving until
     /// then carry the old token and find no handler; so would those of a descriptor that outlived its close in a
     /// duplicate (the proxy makes none, and its sockets are close-on-exec).
     /// </summary>

@@ -105,8 +105,8 @@ internal sealed class EpollSocket : IEpollHandler, IDisposable
     public EpollLoop Loop { get; }
 
     /// <summary>
-    /// Accepts one connection from the listening socket <paramref name="listening"/> (non-blocking) onto
-    /// <paramref name="loop"/>: the socket and the client's address, or null and why (WouldBlock when none is queued,
+    /// Accepts one connection from the listening socket <paramref name="listening"/> (non-blocking), registered on
+    /// <paramref name="loop"/> (any loop, from any thread): the socket and the client's address, or null and why (WouldBlock when none is queued,
     /// or another loop took it). Nothing throws: a loop that lost the race for a connection pays one system call.
     /// </summary>
     internal static unsafe EpollSocket? Accept(SafeHandle listening, EpollLoop loop, out IPEndPoint? remote, out SocketError error)
@@ -160,6 +160,11 @@ internal sealed class EpollSocket : IEpollHandler, IDisposable
         catch (SocketException ex)
         {
             error = ex.SocketErrorCode;
+        }
+        catch
+        {
+            descriptor.Dispose();
+            throw;
         }
 
         descriptor.Dispose();
