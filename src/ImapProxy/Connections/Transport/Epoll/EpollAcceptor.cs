@@ -3,8 +3,8 @@ using System.Net.Sockets;
 
 namespace ImapProxy.Connections.Transport.Epoll;
 
-/// <summary>Accepts one connection onto <paramref name="loop"/> (see <see cref="EpollSocket.Accept"/>).</summary>
-internal delegate EpollSocket? AcceptOne(EpollLoop loop, out IPEndPoint? remote, out SocketError error);
+/// <summary>Accepts one connection onto the engine's next loop (see <see cref="EpollSocket.Accept"/>).</summary>
+internal delegate EpollSocket? AcceptOne(out IPEndPoint? remote, out SocketError error);
 
 /// <summary>
 /// Accepts a listening socket's connections on the engine's own threads: the socket waits in every loop's epoll
@@ -88,7 +88,7 @@ internal sealed class EpollAcceptor : IEpollHandler, IDisposable
     {
         // The session goes to the next loop in turn, not to the one that woke: with EPOLLEXCLUSIVE the kernel wakes the
         // first loop waiting, so at a low connection rate one thread would take nearly every session for its life.
-        if (_accept(_engine.NextLoop(), out var remote, out var error) is { } accepted)
+        if (_accept(out var remote, out var error) is { } accepted)
         {
             _accepted(accepted, remote!, EpollLoop.Current!);
             return;
@@ -106,8 +106,8 @@ internal sealed class EpollAcceptor : IEpollHandler, IDisposable
         }
     }
 
-    private EpollSocket? AcceptFromListening(EpollLoop loop, out IPEndPoint? remote, out SocketError error) =>
-        EpollSocket.Accept(_listening.SafeHandle, loop, out remote, out error);
+    private EpollSocket? AcceptFromListening(out IPEndPoint? remote, out SocketError error) =>
+        EpollSocket.Accept(_listening.SafeHandle, _engine, out remote, out error);
 
     /// <summary>Stops accepting; the listening socket itself is its owner's to close.</summary>
     public void Dispose()

@@ -105,11 +105,13 @@ internal sealed class EpollSocket : IEpollHandler, IDisposable
     public EpollLoop Loop { get; }
 
     /// <summary>
-    /// Accepts one connection from the listening socket <paramref name="listening"/> (non-blocking), registered on
-    /// <paramref name="loop"/> (any loop, from any thread): the socket and the client's address, or null and why (WouldBlock when none is queued,
-    /// or another loop took it). Nothing throws: a loop that lost the race for a connection pays one system call.
+    /// Accepts one connection from the listening socket <paramref name="listening"/> (non-blocking), registered on the
+    /// next loop of <paramref name="engine"/> in turn (from any thread): the socket and the client's address, or null
+    /// and why (WouldBlock when none is queued, or another loop took it). Nothing throws: a loop that lost the race for a
+    /// connection pays one system call. The loop is picked only once there is a connection, so lost races do not skew
+    /// the turns (with two loops, every loss would otherwise push the next session back onto the same loop).
     /// </summary>
-    internal static unsafe EpollSocket? Accept(SafeHandle listening, EpollLoop loop, out IPEndPoint? remote, out SocketError error)
+    internal static unsafe EpollSocket? Accept(SafeHandle listening, EpollEngine engine, out IPEndPoint? remote, out SocketError error)
     {
         var address = stackalloc byte[SocketAddresses.MaxSize];
         var length = (uint)SocketAddresses.MaxSize;
@@ -154,7 +156,7 @@ internal sealed class EpollSocket : IEpollHandler, IDisposable
             error = SetNoDelay(fd);
             if (error == SocketError.Success)
             {
-                return new EpollSocket(descriptor, loop, register: true);
+                return new EpollSocket(descriptor, engine.NextLoop(), register: true);
             }
         }
         catch (SocketException ex)
