@@ -230,6 +230,34 @@ public sealed class SplicerTests : IAsyncLifetime
 
     [Theory]
     [MemberData(nameof(Modes))]
+    public async Task AClientThatReadsLate_GetsEveryByte_OnceItReads(SocketEngineKind engine, bool tls)
+    {
+        // The splice's write to the client waits for room, so the socket must report room again: the epoll engine
+        // watches a socket for writing only from its first write that found none.
+        var splice = await StartAsync(engine, tls, smallClientWindow: true);
+        var download = new byte[1024 * 1024];
+        Random.Shared.NextBytes(download);
+        var sending = _peer!.SendAsync(download);
+
+        var deadline = DateTime.UtcNow + s_limit;
+        while (!(_control.ClientWriteInProgress && _client!.Available > 0))
+        {
+            Assert.True(DateTime.UtcNow < deadline, "the splice never blocked on the client");
+            await Task.Delay(10);
+        }
+
+        Stream client = _clientTls ?? (Stream)new NetworkStream(_client!, ownsSocket: false);
+        var atClient = new byte[download.Length];
+        await client.ReadExactlyAsync(atClient).AsTask().WaitAsync(s_limit);
+        Assert.Equal(download, atClient);
+        await sending.WaitAsync(s_limit);
+
+        _control.RequestStop();
+        Assert.Equal(download.Length, (await splice.WaitAsync(s_limit)).BytesFromBackend);
+    }
+
+    [Theory]
+    [MemberData(nameof(Modes))]
     public async Task BytesReadDuringTheHandoverReachTheClientFirst(SocketEngineKind engine, bool tls)
     {
         var splice = await StartAsync(engine, tls, leftover: "* 3 EXISTS\r\n"u8.ToArray());

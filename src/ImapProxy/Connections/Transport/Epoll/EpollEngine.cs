@@ -106,6 +106,8 @@ internal sealed unsafe class EpollLoop : IDisposable
     private const int MaxEvents = 256;
     private const ulong WakeToken = ulong.MaxValue;
     private const int SharedBufferSize = 64 * 1024;
+    private const uint ReadEvents = LibC.EpollIn | LibC.EpollRdHup | LibC.EpollEt;
+    private const uint ReadWriteEvents = ReadEvents | LibC.EpollOut;
 
     [ThreadStatic]
     private static EpollLoop? t_current;
@@ -158,10 +160,40 @@ internal sealed unsafe class EpollLoop : IDisposable
     public byte[] SharedBuffer { get; } = GC.AllocateUninitializedArray<byte>(SharedBufferSize, pinned: true);
 
     /// <summary>
-    /// Adds a descriptor, edge-triggered for reading, writing and the peer's close; its events go to
-    /// <paramref name="handler"/> until <see cref="Remove"/>. Returns the registration's token.
+    /// Adds a descriptor, edge-triggered for reading and the peer's close, and for writing too when
+    /// <paramref name="writes"/> (else from <see cref="WatchWrites"/> on); its events go to <paramref name="handler"/>
+    /// until <see cref="Remove"/>. Returns the registration's token.
     /// </summary>
-    public ulong Add(int fd, IEpollHandler handler) => Add(fd, LibC.EpollIn | LibC.EpollOut | LibC.EpollRdHup | LibC.EpollEt, handler);
+    /// <remarks>
+    /// A socket watched for writing reports itself writable as soon as it is added: for an accepted socket that is an
+    /// event with nothing to do (its first writes find room), which woke a sleeping loop once per connection. Sockets
+    /// are watched for writing only from their first write that has to wait (and a connecting socket at once: its
+    /// connect completes as an event for writing).
+    /// </remarks>
+    public ulong Add(int fd, IEpollHandler handler, bool writes) => Add(fd, writes ? ReadWriteEvents : ReadEvents, handler);
+
+    /// <summary>
+    /// Watches a registered descriptor for writing too (EPOLL_CTL_MOD; edge-triggered, as before). The kernel looks
+    /// at the socket as it changes the registration and reports it at once if it is writable by then, so a write that
+    /// found no room just before this call is not left waiting for an event that came in between. The caller holds a
+    /// reference on the descriptor. Returns 0, or the errno of a failure.
+    /// </summary>
+    public int WatchWrites(int fd, ulong token)
+    {
+        if (!Use(_epoll))
+        {
+            return LibC.EBadf; // the engine has stopped
+        }
+
+        try
+        {
+            return Control(LibC.EpollCtlMod, fd, ReadWriteEvents, token) == 0 ? 0 : Marshal.GetLastPInvokeError();
+        }
+        finally
+        {
+            _epoll.DangerousRelease();
+        }
+    }
 
     /// <summary>
     /// Adds a listening socket, level-triggered and exclusive (EPOLLEXCLUSIVE: a new connection wakes one of the loops

@@ -68,6 +68,7 @@ internal sealed class EpollSocket : IEpollHandler, IDisposable
 
     private int _writeEvents;
     private int _writeWaiting;
+    private bool _writesWatched; // registered for writing too: from the first write that had to wait (or the connect)
     private WriteOperation? _write;
 
     /// <summary>
@@ -87,7 +88,7 @@ internal sealed class EpollSocket : IEpollHandler, IDisposable
             SetNonBlocking(_fd);
         }
 
-        Register();
+        Register(writes: false);
     }
 
     /// <summary>A descriptor of the engine's own, non-blocking already; registered when <paramref name="register"/>.</summary>
@@ -98,7 +99,7 @@ internal sealed class EpollSocket : IEpollHandler, IDisposable
         _fd = descriptor.Fd;
         if (register)
         {
-            Register();
+            Register(writes: false);
         }
     }
 
@@ -283,7 +284,7 @@ internal sealed class EpollSocket : IEpollHandler, IDisposable
 
             // Registered only once the connect is under way: a socket that is not connecting yet reports itself hung
             // up, which would read as the end of the stream. A connect that finished already reports its outcome.
-            connecting.Register();
+            connecting.Register(writes: true);
             while (error is SocketError.InProgress or SocketError.AlreadyInProgress)
             {
                 await connecting.WaitWritableAsync(seen, cancellationToken);
@@ -466,6 +467,11 @@ internal sealed class EpollSocket : IEpollHandler, IDisposable
             }
 
             buffer = buffer[Math.Max(sent, 0)..];
+            if (WatchWrites() is not SocketError.Success and var failed)
+            {
+                return ValueTask.FromException(new SocketException((int)failed));
+            }
+
             var write = _write ??= new WriteOperation(!Loop.InlineContinuations);
             write.Buffer = buffer;
             write.Core.Reset();
@@ -503,11 +509,16 @@ internal sealed class EpollSocket : IEpollHandler, IDisposable
         var sent = Send(buffer, out error);
         if (sent < 0 && error == SocketError.WouldBlock)
         {
-            error = SocketError.Success;
-            return 0;
+            sent = 0;
+        }
+        else if (sent < 0 || sent == buffer.Length)
+        {
+            return sent;
         }
 
-        return sent;
+        // Short: the listener waits for room, which the socket now reports.
+        error = WatchWrites();
+        return error == SocketError.Success ? sent : -1;
     }
 
     /// <summary>
@@ -624,10 +635,44 @@ internal sealed class EpollSocket : IEpollHandler, IDisposable
         }
     }
 
-    private void Register()
+    private void Register(bool writes)
     {
-        _token = Loop.Add(_fd, this);
+        _token = Loop.Add(_fd, this, writes);
         _registered = true;
+        _writesWatched = writes;
+    }
+
+    /// <summary>
+    /// Before a write waits for room: from now on the socket is watched for writing (see <see cref="EpollLoop.Add"/>),
+    /// and reported at once if it has room by now. Success, or why the registration could not be changed.
+    /// </summary>
+    private SocketError WatchWrites()
+    {
+        if (_writesWatched)
+        {
+            return SocketError.Success;
+        }
+
+        var added = false;
+        try
+        {
+            _handle.DangerousAddRef(ref added);
+            var errno = Loop.WatchWrites(_fd, _token);
+            if (errno != 0)
+            {
+                return LibC.ToSocketError(errno);
+            }
+
+            _writesWatched = true;
+            return SocketError.Success;
+        }
+        finally
+        {
+            if (added)
+            {
+                _handle.DangerousRelease();
+            }
+        }
     }
 
     private static unsafe SocketError SetNoDelay(int fd)
@@ -803,6 +848,12 @@ internal sealed class EpollSocket : IEpollHandler, IDisposable
             }
 
             write.Buffer = write.Buffer[Math.Max(sent, 0)..];
+            if (WatchWrites() is not SocketError.Success and var failed)
+            {
+                failure = new SocketException((int)failed);
+                return true;
+            }
+
             if (PublishWrite(WaitingToSend, seen))
             {
                 failure = null;

@@ -15,6 +15,7 @@ internal static unsafe partial class LibC
     public const int EpollCloexec = 0x80000;
     public const int EpollCtlAdd = 1;
     public const int EpollCtlDel = 2;
+    public const int EpollCtlMod = 3;
 
     public const uint EpollIn = 0x001;
     public const uint EpollOut = 0x004;
@@ -43,6 +44,7 @@ internal static unsafe partial class LibC
     public const int MsgNosignal = 0x4000;
 
     public const int EIntr = 4;
+    public const int EBadf = 9;
     public const int EAgain = 11;
     public const int EInProgress = 115;
 
