@@ -74,6 +74,23 @@ public sealed class BackendFailureTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task LiteralsInTheBackendsAnswers_AreReadPast_AndTheLoginGoesThrough()
+    {
+        // The whole conversation at once, so the hand-over finds several lines (and literals spanning CRLFs) in one
+        // read: the ID answer carries two literals, the first with a line break inside it.
+        using var fake = new ScriptedBackendFake(Encoding.ASCII.GetBytes(
+            "* OK [CAPABILITY IMAP4rev1 ID AUTH=PLAIN SASL-IR LITERAL+] ready\r\n" +
+            "* ID (\"name\" {7}\r\nDove\r\nt \"os\" {3}\r\nabc)\r\n" +
+            "P1 OK ID completed\r\n" +
+            "P2 OK [CAPABILITY IMAP4rev1 IDLE] Logged in\r\n"));
+        await using var proxy = await ProxyServer.StartAsync([new ProxyBackend("b", "127.0.0.1", fake.Port)], _certificate.CertificatePath, _certificate.KeyPath);
+        await using var client = await ConnectAsync(proxy);
+        await client.ReadLineAsync();
+
+        Assert.Equal(["a OK [CAPABILITY IMAP4rev1 IDLE] Logged in"], await client.CommandAsync("a", "LOGIN alice alice-pass"));
+    }
+
+    [Fact]
     public async Task BackendThatNeverAnswers_TimesOut_AsUnavailable()
     {
         using var fake = new ScriptedBackendFake([], closeAfterScript: false);

@@ -4,6 +4,7 @@ using System.IO.Pipelines;
 using System.Net;
 using System.Net.Security;
 using System.Net.Sockets;
+using System.Runtime.CompilerServices;
 using System.Security.Authentication;
 using System.Security.Cryptography.X509Certificates;
 using System.Text;
@@ -143,20 +144,24 @@ internal sealed class BackendConnector
         int ttl,
         CancellationToken cancellationToken)
     {
-        using var loginTimeout = new CancellationTokenSource(_options.LoginTimeout, _timeProvider);
-        using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, loginTimeout.Token);
+        // One source and one timer for the whole hand-over, armed with the connect's limit until connected, then with
+        // what is left of the login's (a source per limit, each linked with the caller's token, made four sources, two
+        // timers and four registrations per login).
+        var started = _timeProvider.GetTimestamp();
+        using var timeout = new CancellationTokenSource(_options.ConnectTimeout < _options.LoginTimeout ? _options.ConnectTimeout : _options.LoginTimeout, _timeProvider);
+        using var caller = cancellationToken.UnsafeRegister(static state => ((CancellationTokenSource)state!).Cancel(), timeout);
         try
         {
-            await ConnectAsync(handover, backend, endpoints, linked.Token);
-            var capabilities = await ReadGreetingAsync(handover, linked.Token);
+            await ConnectAsync(handover, backend, endpoints, timeout, started);
+            var capabilities = await ReadGreetingAsync(handover, timeout.Token);
 
             if (backend.Tls == BackendTls.StartTls)
             {
-                await StartTlsAsync(handover, backend, linked.Token);
+                await StartTlsAsync(handover, backend, timeout.Token);
                 capabilities = null;
             }
 
-            capabilities ??= await FetchCapabilitiesAsync(handover, linked.Token);
+            capabilities ??= await FetchCapabilitiesAsync(handover, timeout.Token);
 
             // The connect phase ends here; authentication is its own span.
             handover.ConnectedAt = _timeProvider.GetTimestamp();
@@ -176,14 +181,14 @@ internal sealed class BackendConnector
             }
 
             var authTag = handover.NextTag();
-            var status = await AuthenticateAsync(handover, authTag, credentials, capabilities, backend.Authentication, linked.Token);
+            var status = await AuthenticateAsync(handover, authTag, credentials, capabilities, backend.Authentication, timeout.Token);
             if (status.Outcome != BackendLoginOutcome.Success)
             {
                 await handover.DisposeAsync();
                 return new(status.Outcome, null, status.Detail) { ErrorType = status.Outcome == BackendLoginOutcome.AuthenticationFailed ? null : "refused" };
             }
 
-            var postLogin = status.Capabilities ?? await FetchCapabilitiesAsync(handover, linked.Token);
+            var postLogin = status.Capabilities ?? await FetchCapabilitiesAsync(handover, timeout.Token);
             var connection = new BackendConnection(backend, handover.Socket!, handover.Stream!, handover.Reader!);
             return new(BackendLoginOutcome.Success, connection, "") { Capabilities = postLogin };
         }
@@ -221,7 +226,7 @@ internal sealed class BackendConnector
         }
         finally
         {
-            handover.ClearBuffer();
+            handover.ReleaseBuffers();
         }
     }
 
@@ -238,18 +243,18 @@ internal sealed class BackendConnector
         return null;
     }
 
-    private async Task ConnectAsync(Handover handover, BackendEndpoint backend, ClientEndpoints endpoints, CancellationToken cancellationToken)
+    /// <summary>
+    /// Connects within the connect's limit (<paramref name="timeout"/> is armed with it), then gives the rest of the
+    /// hand-over what is left of the login's limit, counted from <paramref name="started"/>.
+    /// </summary>
+    private async Task ConnectAsync(Handover handover, BackendEndpoint backend, ClientEndpoints endpoints, CancellationTokenSource timeout, long started)
     {
-        Stream stream;
-        using (var connectTimeout = new CancellationTokenSource(_options.ConnectTimeout, _timeProvider))
-        using (var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, connectTimeout.Token))
-        {
-            stream = await _sockets.ConnectAsync(backend.Host, backend.Port, endpoints.ClientStream, linked.Token);
-        }
-
+        var cancellationToken = timeout.Token;
+        var stream = await _sockets.ConnectAsync(backend.Host, backend.Port, endpoints.ClientStream, cancellationToken);
         handover.Socket = (ISocketControl)stream;
-
         handover.Stream = stream;
+        var left = _options.LoginTimeout - _timeProvider.GetElapsedTime(started);
+        timeout.CancelAfter(left > TimeSpan.Zero ? left : TimeSpan.Zero);
         if (backend.ProxyProtocol)
         {
             await stream.WriteAsync(ProxyProtocolHeader.CreateV2(endpoints.Client, endpoints.Local), cancellationToken);
@@ -293,7 +298,7 @@ internal sealed class BackendConnector
     private static async Task<byte[]?> ReadGreetingAsync(Handover handover, CancellationToken cancellationToken)
     {
         var line = await handover.ReadLineAsync(cancellationToken);
-        if (!ResponseLine.TryParse(line, out var greeting) || greeting.Kind != ResponseKind.Untagged)
+        if (!ResponseLine.TryParse(line.Span, out var greeting) || greeting.Kind != ResponseKind.Untagged)
         {
             throw new HandoverException(BackendLoginOutcome.Unavailable, "backend greeting is not IMAP");
         }
@@ -339,7 +344,7 @@ internal sealed class BackendConnector
         while (true)
         {
             var line = await handover.ReadLineAsync(cancellationToken);
-            if (!ResponseLine.TryParse(line, out var response))
+            if (!ResponseLine.TryParse(line.Span, out var response))
             {
                 throw new HandoverException(BackendLoginOutcome.Unavailable, "unparseable response to CAPABILITY");
             }
@@ -370,7 +375,7 @@ internal sealed class BackendConnector
         while (true)
         {
             var line = await handover.ReadLineAsync(cancellationToken);
-            if (!ResponseLine.TryParse(line, out var response))
+            if (!ResponseLine.TryParse(line.Span, out var response))
             {
                 throw new HandoverException(BackendLoginOutcome.Unavailable, $"unparseable response to {what}");
             }
@@ -469,7 +474,7 @@ internal sealed class BackendConnector
         while (true)
         {
             var line = await handover.ReadLineAsync(cancellationToken);
-            if (!ResponseLine.TryParse(line, out var response))
+            if (!ResponseLine.TryParse(line.Span, out var response))
             {
                 return new(BackendLoginOutcome.Unavailable, null, "unparseable response to authentication");
             }
@@ -555,7 +560,7 @@ internal sealed class BackendConnector
         while (true)
         {
             var line = await handover.ReadLineAsync(cancellationToken);
-            if (!ResponseLine.TryParse(line, out var response))
+            if (!ResponseLine.TryParse(line.Span, out var response))
             {
                 return new(BackendLoginOutcome.Unavailable, null, "unparseable response during login");
             }
@@ -583,14 +588,15 @@ internal sealed class BackendConnector
     private static void WriteId(Handover handover, string tag, ClientIdentity identity, ClientEndpoints endpoints, string sessionId, int ttl, bool literalPlus)
     {
         var buffer = handover.Buffer;
-        Write(handover, Encoding.ASCII.GetBytes(tag));
+        WriteAscii(handover, tag);
         Write(handover, " ID ("u8);
-        WritePair(buffer, "x-originating-ip"u8, Normalize(endpoints.Client.Address).ToString(), first: true);
-        WritePair(buffer, "x-originating-port"u8, endpoints.Client.Port.ToString(System.Globalization.CultureInfo.InvariantCulture));
-        WritePair(buffer, "x-connected-ip"u8, Normalize(endpoints.Local.Address).ToString());
-        WritePair(buffer, "x-connected-port"u8, endpoints.Local.Port.ToString(System.Globalization.CultureInfo.InvariantCulture));
-        WritePair(buffer, "x-session-id"u8, sessionId);
-        WritePair(buffer, "x-proxy-ttl"u8, ttl.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        Span<byte> text = stackalloc byte[128]; // the longest IPv6 address with a scope is 65 characters
+        WritePair(buffer, "x-originating-ip"u8, Utf8(Normalize(endpoints.Client.Address), text), first: true);
+        WritePair(buffer, "x-originating-port"u8, Utf8(endpoints.Client.Port, text));
+        WritePair(buffer, "x-connected-ip"u8, Utf8(Normalize(endpoints.Local.Address), text));
+        WritePair(buffer, "x-connected-port"u8, Utf8(endpoints.Local.Port, text));
+        WritePair(buffer, "x-session-id"u8, sessionId.Length <= text.Length ? text[..Encoding.ASCII.GetBytes(sessionId, text)] : Encoding.ASCII.GetBytes(sessionId));
+        WritePair(buffer, "x-proxy-ttl"u8, Utf8(ttl, text));
         foreach (var (key, value) in identity.Fields)
         {
             // The proxy's own fields are never taken from the client (Dovecot trusts them from the proxy).
@@ -638,7 +644,7 @@ internal sealed class BackendConnector
             lower.StartsWith("x-session-"u8) || lower.StartsWith("x-proxy-"u8) || lower.StartsWith("x-forward-"u8);
     }
 
-    private static void WritePair(IBufferWriter<byte> buffer, ReadOnlySpan<byte> key, string value, bool first = false)
+    private static void WritePair(IBufferWriter<byte> buffer, ReadOnlySpan<byte> key, ReadOnlySpan<byte> value, bool first = false)
     {
         if (!first)
         {
@@ -647,20 +653,31 @@ internal sealed class BackendConnector
 
         AstringWriter.WriteQuoted(buffer, key);
         ResponseWriter.Write(buffer, " "u8);
-        AstringWriter.WriteQuoted(buffer, Encoding.ASCII.GetBytes(value));
+        AstringWriter.WriteQuoted(buffer, value);
     }
+
+    /// <summary>A number or an address as text, formatted into <paramref name="into"/> (no string on the way).</summary>
+    private static ReadOnlySpan<byte> Utf8<T>(T value, Span<byte> into)
+        where T : IUtf8SpanFormattable =>
+        value.TryFormat(into, out var written, default, System.Globalization.CultureInfo.InvariantCulture)
+            ? into[..written]
+            : throw new InvalidOperationException($"{typeof(T).Name} does not fit {into.Length} bytes");
 
     private static IPAddress Normalize(IPAddress address) => address.IsIPv4MappedToIPv6 ? address.MapToIPv4() : address;
 
     private static void WriteSimpleCommand(Handover handover, string tag, ReadOnlySpan<byte> command)
     {
-        Write(handover, Encoding.ASCII.GetBytes(tag));
+        WriteAscii(handover, tag);
         Write(handover, " "u8);
         Write(handover, command);
         Write(handover, "\r\n"u8);
     }
 
     private static void Write(Handover handover, ReadOnlySpan<byte> bytes) => ResponseWriter.Write(handover.Buffer, bytes);
+
+    /// <summary>A tag (ASCII), written straight into the command buffer.</summary>
+    private static void WriteAscii(Handover handover, string text) =>
+        handover.Buffer.Advance(Encoding.ASCII.GetBytes(text, handover.Buffer.GetSpan(text.Length)));
 
     private static string Describe(Exception ex) => ex switch
     {
@@ -678,6 +695,7 @@ internal sealed class BackendConnector
     private sealed class Handover(int maxLine) : IAsyncDisposable
     {
         private int _tag;
+        private byte[] _line = []; // rented: the last line read
 
         /// <summary>The socket engine's stream, which owns the socket (<see cref="Stream"/> may be TLS over it).</summary>
         public ISocketControl? Socket { get; set; }
@@ -692,7 +710,8 @@ internal sealed class BackendConnector
         /// <summary>When the connect phase ended (timestamp), or null if it never did.</summary>
         public long? ConnectedAt { get; set; }
 
-        public ArrayBufferWriter<byte> Buffer { get; } = new(512);
+        /// <summary>The commands being written; holds credentials, so it is zeroed after each send.</summary>
+        public RentedBufferWriter Buffer { get; } = new();
 
         public string NextTag() => "P" + (++_tag).ToString(System.Globalization.CultureInfo.InvariantCulture);
 
@@ -704,17 +723,50 @@ internal sealed class BackendConnector
             Buffer.Clear();
         }
 
-        public void ClearBuffer() => Buffer.Clear();
+        /// <summary>Zeroes the command buffer and returns the rented arrays (the hand-over reads and writes no more).</summary>
+        public void ReleaseBuffers()
+        {
+            Buffer.Dispose();
+            if (_line.Length > 0)
+            {
+                ArrayPool<byte>.Shared.Return(_line);
+                _line = [];
+            }
+        }
 
         /// <summary>
-        /// One response line without CRLF. A literal announced at the end of a line (e.g. inside an untagged ID)
-        /// is skipped with the rest of that response: nothing the hand-over needs travels in literals.
+        /// One response line without CRLF, valid until the next read (it lives in the hand-over's line buffer). A
+        /// literal announced at the end of a line (e.g. inside an untagged ID) is skipped with the rest of that
+        /// response: nothing the hand-over needs travels in literals. A line the backend sent already is taken with
+        /// no asynchronous step.
         /// </summary>
-        public async Task<byte[]> ReadLineAsync(CancellationToken cancellationToken)
+        public ValueTask<ReadOnlyMemory<byte>> ReadLineAsync(CancellationToken cancellationToken)
+        {
+            if (Reader!.TryRead(out var result) && TakeLine(result) is { } line)
+            {
+                return Protocol.Parsing.ImapCommandParser.TryGetTrailingLiteral(line.Span, out _, out _)
+                    ? SkipLiteralsAsync(line, cancellationToken)
+                    : new(line);
+            }
+
+            return ReadLineSlowAsync(cancellationToken);
+        }
+
+        [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+        private async ValueTask<ReadOnlyMemory<byte>> ReadLineSlowAsync(CancellationToken cancellationToken)
         {
             var line = await ReadRawLineAsync(cancellationToken);
+            return Protocol.Parsing.ImapCommandParser.TryGetTrailingLiteral(line.Span, out _, out _)
+                ? await SkipLiteralsAsync(line, cancellationToken)
+                : line;
+        }
+
+        private async ValueTask<ReadOnlyMemory<byte>> SkipLiteralsAsync(ReadOnlyMemory<byte> line, CancellationToken cancellationToken)
+        {
+            // Copied out: the lines read past reuse the line buffer.
+            ReadOnlyMemory<byte> kept = line.ToArray();
             var continuation = line;
-            while (Protocol.Parsing.ImapCommandParser.TryGetTrailingLiteral(continuation, out var length, out _))
+            while (Protocol.Parsing.ImapCommandParser.TryGetTrailingLiteral(continuation.Span, out var length, out _))
             {
                 if (length > maxLine)
                 {
@@ -725,38 +777,60 @@ internal sealed class BackendConnector
                 continuation = await ReadRawLineAsync(cancellationToken);
             }
 
-            return line;
+            return kept;
         }
 
-        private async Task<byte[]> ReadRawLineAsync(CancellationToken cancellationToken)
+        [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+        private async ValueTask<ReadOnlyMemory<byte>> ReadRawLineAsync(CancellationToken cancellationToken)
         {
             while (true)
             {
-                var result = await Reader!.ReadAsync(cancellationToken);
-                var buffer = result.Buffer;
-                var lf = buffer.PositionOf((byte)'\n');
-                if (lf is not null)
+                if (TakeLine(await Reader!.ReadAsync(cancellationToken)) is { } line)
                 {
-                    var line = buffer.Slice(0, lf.Value);
-                    var bytes = line.ToArray();
-                    Reader.AdvanceTo(buffer.GetPosition(1, lf.Value));
-                    return bytes.Length > 0 && bytes[^1] == (byte)'\r' ? bytes[..^1] : bytes;
+                    return line;
                 }
-
-                if (buffer.Length > maxLine)
-                {
-                    Reader.AdvanceTo(buffer.Start, buffer.End);
-                    throw new HandoverException(BackendLoginOutcome.Unavailable, "backend response line too long");
-                }
-
-                if (result.IsCompleted)
-                {
-                    Reader.AdvanceTo(buffer.Start, buffer.End);
-                    throw new HandoverException(BackendLoginOutcome.Unavailable, "backend closed the connection during login");
-                }
-
-                Reader.AdvanceTo(buffer.Start, buffer.End);
             }
+        }
+
+        /// <summary>
+        /// The first line of what was read, copied into the line buffer (without CRLF) and consumed; null (all of it
+        /// examined) if no whole line is there yet. Throws when the line grows too long or the backend has closed.
+        /// </summary>
+        private ReadOnlyMemory<byte>? TakeLine(ReadResult result)
+        {
+            var buffer = result.Buffer;
+            var lf = buffer.PositionOf((byte)'\n');
+            if (lf is not null)
+            {
+                var raw = buffer.Slice(0, lf.Value);
+                var length = (int)raw.Length;
+                if (_line.Length < length)
+                {
+                    if (_line.Length > 0)
+                    {
+                        ArrayPool<byte>.Shared.Return(_line);
+                    }
+
+                    _line = ArrayPool<byte>.Shared.Rent(Math.Max(length, 256));
+                }
+
+                raw.CopyTo(_line);
+                Reader!.AdvanceTo(buffer.GetPosition(1, lf.Value));
+                return _line.AsMemory(0, length > 0 && _line[length - 1] == (byte)'\r' ? length - 1 : length);
+            }
+
+            Reader!.AdvanceTo(buffer.Start, buffer.End);
+            if (buffer.Length > maxLine)
+            {
+                throw new HandoverException(BackendLoginOutcome.Unavailable, "backend response line too long");
+            }
+
+            if (result.IsCompleted)
+            {
+                throw new HandoverException(BackendLoginOutcome.Unavailable, "backend closed the connection during login");
+            }
+
+            return null;
         }
 
         private async Task SkipAsync(long length, CancellationToken cancellationToken)
@@ -776,7 +850,7 @@ internal sealed class BackendConnector
 
         public async ValueTask DisposeAsync()
         {
-            Buffer.Clear();
+            ReleaseBuffers();
             if (Reader is not null)
             {
                 await Reader.CompleteAsync();

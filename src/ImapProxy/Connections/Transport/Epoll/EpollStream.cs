@@ -1,4 +1,5 @@
 using System.Net.Sockets;
+using System.Runtime.CompilerServices;
 
 namespace ImapProxy.Connections.Transport.Epoll;
 
@@ -101,6 +102,9 @@ internal sealed class EpollStream(EpollSocket socket) : Stream, ISocketControl
         base.Dispose(disposing);
     }
 
+    // The waits below are pooled: a session's reads and writes in its dialogue and hand-over wait several times per
+    // login, and each wait would otherwise leave a state machine box behind (the largest item of a login's garbage).
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     private static async ValueTask<int> AwaitReadAsync(ValueTask<int> read)
     {
         try
@@ -113,6 +117,7 @@ internal sealed class EpollStream(EpollSocket socket) : Stream, ISocketControl
         }
     }
 
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private static async ValueTask AwaitWriteAsync(ValueTask write)
     {
         try
@@ -126,6 +131,7 @@ internal sealed class EpollStream(EpollSocket socket) : Stream, ISocketControl
     }
 
     /// <summary>A read under way, until it completes or the token fires (which shuts the socket down for receiving).</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     private async ValueTask<int> AwaitReadOrCancelAsync(ValueTask<int> read, CancellationToken cancellationToken)
     {
         int count;
@@ -153,6 +159,7 @@ internal sealed class EpollStream(EpollSocket socket) : Stream, ISocketControl
     }
 
     /// <summary>A write under way, until it completes or the token fires (which shuts the socket down altogether).</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask AwaitWriteOrCancelAsync(ValueTask write, CancellationToken cancellationToken)
     {
         using (cancellationToken.UnsafeRegister(static state => ((EpollSocket)state!).Shutdown(SocketShutdown.Both), Socket))
