@@ -207,13 +207,7 @@ public sealed class SplicerTests : IAsyncLifetime
         var literal = new byte[1024 * 1024];
         var sending = _peer!.SendAsync(literal); // far more than the client window: the splice's write blocks
 
-        // Stuck: the client's receive buffer holds data nobody reads, and a write to it is still under way.
-        var deadline = DateTime.UtcNow + s_limit;
-        while (!(_control.ClientWriteInProgress && _client!.Available > 0))
-        {
-            Assert.True(DateTime.UtcNow < deadline, "the splice never blocked on the client");
-            await Task.Delay(10);
-        }
+        await WaitForTheSpliceToBlockOnTheClientAsync();
 
         _control.RequestStop();
         var result = await splice.WaitAsync(s_limit);
@@ -239,12 +233,7 @@ public sealed class SplicerTests : IAsyncLifetime
         Random.Shared.NextBytes(download);
         var sending = _peer!.SendAsync(download);
 
-        var deadline = DateTime.UtcNow + s_limit;
-        while (!(_control.ClientWriteInProgress && _client!.Available > 0))
-        {
-            Assert.True(DateTime.UtcNow < deadline, "the splice never blocked on the client");
-            await Task.Delay(10);
-        }
+        await WaitForTheSpliceToBlockOnTheClientAsync();
 
         Stream client = _clientTls ?? (Stream)new NetworkStream(_client!, ownsSocket: false);
         var atClient = new byte[download.Length];
@@ -428,6 +417,21 @@ public sealed class SplicerTests : IAsyncLifetime
     /// Runs <paramref name="read"/> on the engine thread, after whatever event it is handling now (the splice trims at
     /// the end of each event, so what this sees is what the session keeps until its next one).
     /// </summary>
+    /// <summary>
+    /// Until the splice is stuck on a client that reads nothing: its receive buffer holds data and a write to it is still
+    /// under way. A state the splice reaches and then keeps until the client reads; nothing signals it, so it is looked
+    /// at every few milliseconds (bounded by the test's limit), not waited for after a fixed time.
+    /// </summary>
+    private async Task WaitForTheSpliceToBlockOnTheClientAsync()
+    {
+        var deadline = DateTime.UtcNow + s_limit;
+        while (!(_control.ClientWriteInProgress && _client!.Available > 0))
+        {
+            Assert.True(DateTime.UtcNow < deadline, "the splice never blocked on the client");
+            await Task.Delay(10);
+        }
+    }
+
     private async Task<T> OnLoopAsync<T>(Func<T> read)
     {
         var done = new TaskCompletionSource<T>(TaskCreationOptions.RunContinuationsAsynchronously);
