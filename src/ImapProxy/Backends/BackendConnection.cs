@@ -1,24 +1,25 @@
-using System.IO.Pipelines;
 using ImapProxy.Connections.Transport;
 
 namespace ImapProxy.Backends;
 
 /// <summary>
-/// A logged-in backend connection, ready to be spliced. <see cref="Input"/> may already hold bytes the backend
-/// sent after its tagged OK; the splice forwards them before reading <see cref="Stream"/> directly.
+/// A logged-in backend connection, ready to be spliced. The hand-over may have received bytes the backend sent after
+/// its tagged OK; the splice forwards them (<see cref="TakePending"/>) before reading <see cref="Stream"/> directly.
 /// </summary>
 internal sealed class BackendConnection : IAsyncDisposable
 {
+    private byte[] _pending;
+
     /// <summary>
     /// <paramref name="socket"/> is the socket engine's stream (which owns the socket), <paramref name="stream"/> the
-    /// same or the TLS stream over it.
+    /// same or the TLS stream over it; <paramref name="pending"/> what was received past the login's answer.
     /// </summary>
-    public BackendConnection(BackendEndpoint endpoint, ISocketControl socket, Stream stream, PipeReader input)
+    public BackendConnection(BackendEndpoint endpoint, ISocketControl socket, Stream stream, byte[] pending)
     {
         Endpoint = endpoint;
         Socket = socket;
         Stream = stream;
-        Input = input;
+        _pending = pending;
     }
 
     public BackendEndpoint Endpoint { get; }
@@ -29,25 +30,17 @@ internal sealed class BackendConnection : IAsyncDisposable
     /// <summary>The network stream, or the TLS stream over it.</summary>
     public Stream Stream { get; }
 
-    /// <summary>
-    /// The reader used during the hand-over; it does not own <see cref="Stream"/>. Null once the splice has taken
-    /// what it held (<see cref="ReleaseInput"/>).
-    /// </summary>
-    public PipeReader? Input { get; private set; }
-
-    /// <summary>
-    /// Completes the hand-over's reader and lets go of it: its segment pool would otherwise stay in memory for the
-    /// whole life of the session. The stream stays open.
-    /// </summary>
-    public void ReleaseInput()
+    /// <summary>What the hand-over received past the backend's login answer, once (empty afterwards).</summary>
+    public byte[] TakePending()
     {
-        Input?.Complete();
-        Input = null;
+        var pending = _pending;
+        _pending = [];
+        return pending;
     }
 
     public async ValueTask DisposeAsync()
     {
-        ReleaseInput();
+        _pending = [];
         await Stream.DisposeAsync();
         Socket.Dispose();
     }

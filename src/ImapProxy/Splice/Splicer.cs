@@ -60,7 +60,7 @@ internal static class Splicer
         try
         {
             control.Attach(clientSocket, backend);
-            var fromBackend = TakeHandoverBytes(backend);
+            var fromBackend = backend.TakePending();
             return EpollSplice.RunAsync((EpollStream)clientTransport, (EpollStream)backend.Stream, tls, fromClient, fromBackend, metrics, control);
         }
         catch
@@ -217,7 +217,6 @@ internal static class Splicer
         finally
         {
             Return(ref rented);
-            backend.ReleaseInput(); // when the loop ended before it let go of the hand-over reader itself
 
             // Also when something unexpected was thrown: the upstream loop must never be left waiting alone.
             control.Stop();
@@ -259,30 +258,13 @@ internal static class Splicer
     /// </summary>
     private static async ValueTask<SpliceOutcome?> ForwardHandoverBytesAsync(BackendConnection backend, Stream client, State state, ImapProxyMetrics metrics, SpliceControl control)
     {
-        var bytes = TakeHandoverBytes(backend);
+        var bytes = backend.TakePending();
         if (bytes.Length == 0)
         {
             return null;
         }
 
         return await WriteToClientAsync(client, bytes, state, metrics, control);
-    }
-
-    /// <summary>
-    /// What the hand-over's reader holds past the backend's login OK; the reader is let go of (its segments would
-    /// otherwise stay for the session's life; the stream stays open).
-    /// </summary>
-    private static byte[] TakeHandoverBytes(BackendConnection backend)
-    {
-        var bytes = Array.Empty<byte>();
-        if (backend.Input!.TryRead(out var leftover))
-        {
-            bytes = leftover.Buffer.ToArray();
-            backend.Input.AdvanceTo(leftover.Buffer.End);
-        }
-
-        backend.ReleaseInput();
-        return bytes;
     }
 
     /// <summary>The downstream loop's end: recorded, and the upstream loop stopped.</summary>

@@ -1,4 +1,3 @@
-using System.IO.Pipelines;
 using System.Net;
 using System.Net.Sockets;
 using ImapProxy.Backends;
@@ -142,7 +141,7 @@ public sealed class SpliceControlTests
                 new BackendEndpoint("b1", "127.0.0.1", ((IPEndPoint)peer.LocalEndPoint!).Port, 1),
                 stream,
                 stream,
-                PipeReader.Create(stream, new StreamPipeReaderOptions(leaveOpen: true)));
+                []);
             return new SessionSockets(clientSide, client, connection, peer);
         }
 

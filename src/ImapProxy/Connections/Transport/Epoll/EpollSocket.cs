@@ -311,6 +311,52 @@ internal sealed class EpollSocket : IEpollHandler, IDisposable
     }
 
     /// <summary>
+    /// On <paramref name="loop"/>'s thread: a new socket connecting to <paramref name="endpoint"/> whose events go to
+    /// <paramref name="listener"/> from the start, with how far the connect got (<see cref="ContinueConnect"/> asks
+    /// again once the listener hears the socket is writable). Failures to create the socket are
+    /// <see cref="SocketException"/>s; a connect refused at once is <paramref name="error"/>.
+    /// </summary>
+    internal static EpollSocket BeginConnect(EpollLoop loop, IPEndPoint endpoint, IReadinessListener listener, out SocketAddress address, out SocketError error)
+    {
+        System.Diagnostics.Debug.Assert(loop.IsCurrent, "listeners are set on the loop thread");
+        var fd = LibC.Socket(SocketAddresses.Family(endpoint.AddressFamily), LibC.SockStream | LibC.SockNonblock | LibC.SockCloexec, LibC.IpProtoTcp);
+        if (fd < 0)
+        {
+            throw new SocketException((int)LibC.ToSocketError(Marshal.GetLastPInvokeError()));
+        }
+
+        var descriptor = new Descriptor(fd);
+        EpollSocket? connecting = null;
+        try
+        {
+            if (SetNoDelay(fd) is not SocketError.Success and var failed)
+            {
+                throw new SocketException((int)failed);
+            }
+
+            connecting = new EpollSocket(descriptor, loop, register: false) { _listener = listener };
+            address = endpoint.Serialize();
+            error = connecting.StartConnect(address);
+
+            // As in ConnectAsync: registered once the connect is under way (or over).
+            connecting.Register(writes: true);
+            return connecting;
+        }
+        catch
+        {
+            connecting?.Dispose();
+            descriptor.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// connect(2) again for a socket of <see cref="BeginConnect"/>: AlreadyInProgress while under way, IsConnected once
+    /// done, or why it failed.
+    /// </summary>
+    internal SocketError ContinueConnect(SocketAddress address) => StartConnect(address);
+
+    /// <summary>
     /// Receives into <paramref name="buffer"/>: the count, 0 at the end of the stream. An empty buffer waits, taking
     /// nothing, until there is something to read (bytes, the end, or an error the next read reports): callers then
     /// take a buffer, and none is held while a connection idles. Failures are <see cref="SocketException"/>s.
