@@ -1,6 +1,5 @@
 using System.Buffers;
 using System.Diagnostics;
-using System.IO.Pipelines;
 using System.Net;
 using System.Net.Security;
 using System.Security.Authentication;
@@ -21,14 +20,9 @@ namespace ImapProxy.Connections;
 /// One client connection from greeting to close: the pre-authentication dialogue, the hand-over to the
 /// backend and the splice. <see cref="RunAsync"/> owns everything it creates and releases it in one finally.
 /// </summary>
+#pragma warning disable CA1001 // The channel is released in RunAsync's finally (or before the splice); nothing outside the session holds it.
 internal sealed class ClientSession
 {
-    private static readonly StreamPipeReaderOptions s_tlsReaderOptions = new(bufferSize: 4096, minimumReadSize: 1024, leaveOpen: true, useZeroByteReads: true);
-    private static readonly StreamPipeWriterOptions s_tlsWriterOptions = new(minimumBufferSize: 4096, leaveOpen: true);
-
-    /// <summary>Completes a pre-auth writer without writing what it still holds (never thrown).</summary>
-    private static readonly ConnectionAbortedException s_sessionOver = new("The session is over.");
-
     private readonly ImapSocketConnection _connection;
     private readonly ListenerOptions _listener;
     private readonly ImapSessionServices _services;
@@ -38,10 +32,9 @@ internal sealed class ClientSession
     private string _sessionId = "";
     private Activity? _preAuthActivity;
 
-    // The pre-auth dialogue's pipes: the connection's own over the socket, or adapters over _tls. Null once the
-    // dialogue is over (the splice reads and writes the client stream itself) and before it begins.
-    private PipeReader? _input;
-    private PipeWriter? _output;
+    // The pre-auth dialogue's I/O on the client stream (the socket's, or _tls). Null once the dialogue is over (the
+    // splice reads and writes the client stream itself) and before it begins.
+    private PreAuthChannel? _channel;
     private Stream _clientStream; // the client stream: the socket's, or _tls over it
     private SslStream? _tls; // implicit TLS or after STARTTLS
     private Stream _clientTransport; // the stream under _tls (the socket's, or a PROXY header's read-ahead before it)
@@ -97,8 +90,8 @@ internal sealed class ClientSession
                 var live = StartSplice(backend);
                 try
                 {
-                    // The client stream is spliced directly; the dialogue's pipes are let go of.
-                    var pipelined = ReleasePreAuthPipes();
+                    // The client stream is spliced directly; the dialogue's channel is let go of.
+                    var pipelined = ReleasePreAuthChannel();
                     splice = await Splicer.RunAsync(_clientStream, _clientTransport, _connection.Socket, pipelined, backend, _metrics, live.Control);
                 }
                 finally
@@ -130,14 +123,10 @@ internal sealed class ClientSession
                     await backend.DisposeAsync();
                 }
 
-                if (_input is not null)
-                {
-                    _input.Complete();
-
-                    // Completed with an error, so whatever is still buffered (a BYE the client never took) is dropped:
-                    // a plain completion would write it again, with no timeout, to a client that may be gone.
-                    _output!.Complete(s_sessionOver);
-                }
+                // Whatever is still buffered (a BYE the client never took) is dropped, not written again to a client
+                // that may be gone.
+                _channel?.Dispose();
+                _channel = null;
 
                 if (_tls is not null)
                 {
@@ -188,12 +177,12 @@ internal sealed class ClientSession
             }
             else
             {
-                _input = _connection.Transport.Input;
-                _output = _connection.Transport.Output;
+                // What a PROXY header's reader read past the header is the dialogue's first input.
+                _channel = new PreAuthChannel(_connection.Stream, _connection.ReleaseTransport());
             }
 
-            machine.WriteGreeting(_output!);
-            await _output!.FlushAsync(preAuth.Token);
+            machine.WriteGreeting(_channel!.Output);
+            await _channel.FlushAsync(preAuth.Token);
             return await RunPreAuthAsync(machine, preAuth.Token, preAuthTimeout.Token);
         }
         catch (OperationCanceledException) when (preAuthTimeout.IsCancellationRequested)
@@ -297,32 +286,28 @@ internal sealed class ClientSession
     {
         while (true)
         {
-            var input = _input!;
-            var result = await input.ReadAsync(cancellationToken);
-            var buffer = result.Buffer;
+            // What was received already is looked at first: commands pipelined behind one answered, or what a PROXY
+            // header's reader read past the header.
+            var channel = _channel!;
+            var buffer = channel.Buffered;
             var reader = new SequenceReader<byte>(buffer);
-            var step = machine.Advance(ref reader, _output!);
-            switch (step)
-            {
-                case PreAuthStep.StartTls:
-                    // Whatever the client sent behind STARTTLS in plaintext is dropped, never executed.
-                    input.AdvanceTo(buffer.End);
-                    break;
-                case PreAuthStep.NeedMoreInput:
-                    input.AdvanceTo(reader.Position, buffer.End);
-                    break;
-                default:
-                    // Commands pipelined behind LOGIN stay unread: they run on the backend after the hand-over.
-                    input.AdvanceTo(reader.Position);
-                    break;
-            }
+            var step = machine.Advance(ref reader, channel.Output);
 
-            await _output!.FlushAsync(cancellationToken);
+            // Whatever the client sent behind STARTTLS in plaintext is dropped, never executed. Commands pipelined
+            // behind LOGIN stay: they run on the backend after the hand-over.
+            channel.Consume(step == PreAuthStep.StartTls ? buffer.Length : reader.Consumed);
+            await channel.FlushAsync(cancellationToken);
             switch (step)
             {
-                case PreAuthStep.NeedMoreInput when result.IsCompleted:
-                    _reason = "client closed";
-                    return null;
+                case PreAuthStep.NeedMoreInput:
+                    if (!await channel.ReadAsync(cancellationToken))
+                    {
+                        // A command cut short by the close is never run.
+                        _reason = "client closed";
+                        return null;
+                    }
+
+                    break;
 
                 case PreAuthStep.Close:
                     _reason = machine.CloseReason switch
@@ -356,11 +341,12 @@ internal sealed class ClientSession
 
     private async Task<bool> StartTlsAsync(CancellationToken cancellationToken)
     {
-        // The plaintext pipes are done with. After STARTTLS they hold nothing (what followed the command was dropped);
-        // before implicit TLS they exist only if a PROXY header was read, and then may hold the start of the ClientHello.
+        // The plaintext dialogue is done with: after STARTTLS its channel holds nothing (what followed the command was
+        // dropped). Before implicit TLS there is none, and a PROXY header's reader may have read the start of the
+        // ClientHello.
         var readAhead = _connection.ReleaseTransport();
-        _input = null;
-        _output = null;
+        _channel?.Dispose();
+        _channel = null;
         Stream transport = readAhead.Length > 0 && _listener.Tls == ListenerTls.Implicit
             ? new PrefixedStream(readAhead, _connection.Stream)
             : _connection.Stream;
@@ -392,39 +378,20 @@ internal sealed class ClientSession
         _tls = tls;
         _clientStream = tls;
         _clientTransport = transport;
-        _input = PipeReader.Create(tls, s_tlsReaderOptions);
-        _output = PipeWriter.Create(tls, s_tlsWriterOptions);
+        _channel = new PreAuthChannel(tls);
         return true;
     }
 
     /// <summary>
-    /// Completes the dialogue's pipes and lets go of them before the splice (each keeps a token source and a segment
-    /// pool; a spliced session keeps neither), and returns what the client pipelined behind its login that the reader
-    /// already holds.
+    /// Lets go of the dialogue's channel before the splice (a spliced session keeps none of its buffers), and returns
+    /// what the client pipelined behind its login that the channel already holds.
     /// </summary>
-    private byte[] ReleasePreAuthPipes()
+    private byte[] ReleasePreAuthChannel()
     {
-        Debug.Assert(_output!.UnflushedBytes == 0, "the login's answer is flushed before the splice");
-        byte[] pipelined;
-        if (_tls is null)
-        {
-            pipelined = _connection.ReleaseTransport();
-        }
-        else
-        {
-            pipelined = [];
-            if (_input!.TryRead(out var buffered))
-            {
-                pipelined = buffered.Buffer.ToArray();
-                _input.AdvanceTo(buffered.Buffer.End);
-            }
-
-            _input.Complete();
-            _output.Complete(s_sessionOver); // nothing is unflushed; never write on completion
-        }
-
-        _input = null;
-        _output = null;
+        Debug.Assert(_channel!.Output.WrittenCount == 0, "the login's answer is flushed before the splice");
+        var pipelined = _channel.TakeBuffered();
+        _channel.Dispose();
+        _channel = null;
         return pipelined;
     }
 
@@ -483,7 +450,7 @@ internal sealed class ClientSession
             case BackendLoginOutcome.Success:
                 var connection = login.Connection!;
                 _services.Throttle.RecordSuccess(_client.Address, user);
-                var output = _output!;
+                var output = _channel!.Output;
                 ResponseWriter.Write(output, request.Tag);
                 ResponseWriter.Write(output, " OK [CAPABILITY "u8);
                 ResponseWriter.Write(output, login.Capabilities!);
@@ -494,7 +461,7 @@ internal sealed class ClientSession
                     // Under the pre-auth deadline only, not the shutdown's start: once its OK is on the way the session
                     // is a logged-in one and gets the shutdown grace. A stop that began just as the OK went out made
                     // this flush throw after writing it, and the client got its OK and then a BYE.
-                    await output.FlushAsync(deadline);
+                    await _channel.FlushAsync(deadline);
                 }
                 catch
                 {
@@ -516,19 +483,19 @@ internal sealed class ClientSession
                 var delay = _services.Throttle.RecordFailure(_client.Address, user);
                 _metrics.AuthFailureDelayed(delay);
                 await DelayFailureAnswerAsync(delay, cancellationToken);
-                machine.OnLoginFailed(_output!, LoginFailure.AuthenticationFailed);
+                machine.OnLoginFailed(_channel!.Output, LoginFailure.AuthenticationFailed);
                 break;
 
             case BackendLoginOutcome.Limit:
                 result = "limit";
                 Log.LoginFailed(_services.Logger, _user, _client, backendId, "limit", login.Detail);
-                machine.OnLoginFailed(_output!, LoginFailure.Limit);
+                machine.OnLoginFailed(_channel!.Output, LoginFailure.Limit);
                 break;
 
             case BackendLoginOutcome.ProxyLoop:
                 result = "proxy_loop";
                 Log.ProxyLoop(_services.Logger, _client);
-                machine.OnLoginFailed(_output!, LoginFailure.Unavailable);
+                machine.OnLoginFailed(_channel!.Output, LoginFailure.Unavailable);
                 break;
 
             default:
@@ -539,13 +506,13 @@ internal sealed class ClientSession
                 }
 
                 Log.BackendUnavailable(_services.Logger, backendId, login.Detail);
-                machine.OnLoginFailed(_output!, LoginFailure.Unavailable);
+                machine.OnLoginFailed(_channel!.Output, LoginFailure.Unavailable);
                 break;
         }
 
         _metrics.Login(result, mechanism);
         _preAuthActivity?.SetTag(ImapProxyMetrics.ResultTag, result);
-        await _output!.FlushAsync(cancellationToken);
+        await _channel!.FlushAsync(cancellationToken);
         return null;
     }
 
@@ -609,10 +576,10 @@ internal sealed class ClientSession
             // A client that does not read must not hold the session open.
             using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(2), _services.TimeProvider);
             var bye = System.Text.Encoding.ASCII.GetBytes(text);
-            if (_output is not null)
+            if (_channel is not null)
             {
-                ResponseWriter.WriteUntaggedStatus(_output, ImapStatus.Bye, default, bye);
-                await _output.FlushAsync(timeout.Token);
+                ResponseWriter.WriteUntaggedStatus(_channel.Output, ImapStatus.Bye, default, bye);
+                await _channel.FlushAsync(timeout.Token);
             }
             else
             {
@@ -628,3 +595,4 @@ internal sealed class ClientSession
         }
     }
 }
+#pragma warning restore CA1001
