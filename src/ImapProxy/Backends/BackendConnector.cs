@@ -115,10 +115,9 @@ internal sealed class BackendConnector
 
         var dialogue = new BackendLoginDialogue(_dialogue, backend, credentials, clientIdentity, endpoints, sessionId, ttl);
         var phases = new HandoverPhases(_timeProvider, backend);
-        if (backend.Tls == BackendTls.None && endpoints.ClientStream is EpollStream near && _sockets is EpollEngine &&
-            IPAddress.TryParse(backend.Host, out var address))
+        if (backend.Tls == BackendTls.None && backend.Address is { } address && endpoints.ClientStream is EpollStream near && _sockets is EpollEngine)
         {
-            return new EpollBackendLogin(near.Socket.Loop, _options, _timeProvider, dialogue, phases, credentials.Mechanism, new IPEndPoint(address, backend.Port), endpoints)
+            return new EpollBackendLogin(near.Socket.Loop, _options, _timeProvider, dialogue, phases, credentials.Mechanism, address, endpoints)
                 .Start(cancellationToken);
         }
 

@@ -20,6 +20,7 @@ public sealed class BackendEndpoint
         ProxyProtocol = proxyProtocol;
         Authentication = authentication;
         HashSeed = unchecked((long)XxHash3.HashToUInt64(Encoding.UTF8.GetBytes(id)));
+        Address = System.Net.IPAddress.TryParse(host, out var address) ? new System.Net.IPEndPoint(address, port) : null;
     }
 
     public string Id { get; }
@@ -37,6 +38,9 @@ public sealed class BackendEndpoint
     public bool ProxyProtocol { get; }
 
     public BackendAuthentication Authentication { get; }
+
+    /// <summary>The host and port as an address when the host is one (parsed once, not per login); null for a name.</summary>
+    internal System.Net.IPEndPoint? Address { get; }
 
     /// <summary>Derived from the id only, so every replica scores users the same way for this backend.</summary>
     internal long HashSeed { get; }
