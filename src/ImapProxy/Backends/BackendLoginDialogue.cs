@@ -49,6 +49,7 @@ internal sealed class BackendLoginDialogue : IDisposable
     private byte[]? _capabilities; // the backend's, before the login
     private byte[]? _postLogin; // its post-login list, from an untagged CAPABILITY during the login
     private byte[]? _secret; // what is written after the backend's continuation: PLAIN's message, or a literal credential
+    private bool _secretOwned; // PLAIN's message is this dialogue's own (zeroed when done); a credential is the client's
     private bool _literalPlus;
 
     public BackendLoginDialogue(BackendDialogueSettings settings, BackendEndpoint backend, ImapCredentials credentials, ClientIdentity identity, ClientEndpoints endpoints, string sessionId, int ttl)
@@ -141,11 +142,12 @@ internal sealed class BackendLoginDialogue : IDisposable
     public void Dispose()
     {
         Output.Dispose();
-        if (_secret is not null)
+        if (_secret is not null && _secretOwned)
         {
             Array.Clear(_secret);
-            _secret = null;
         }
+
+        _secret = null;
     }
 
     private BackendStep OnGreeting(ReadOnlySpan<byte> line)
@@ -278,6 +280,7 @@ internal sealed class BackendLoginDialogue : IDisposable
             {
                 Write("\r\n"u8);
                 _secret = encoded;
+                _secretOwned = true;
                 _state = State.PlainContinuation;
             }
 
@@ -337,6 +340,7 @@ internal sealed class BackendLoginDialogue : IDisposable
         if (!_literalPlus)
         {
             _secret = value;
+            _secretOwned = false;
             return true;
         }
 
@@ -375,7 +379,7 @@ internal sealed class BackendLoginDialogue : IDisposable
         switch (_state)
         {
             case State.PlainContinuation:
-                Array.Clear(secret); // encoded for this login only; the credentials' own arrays stay with them
+                Array.Clear(secret); // encoded for this login only (the credentials' own arrays stay with them)
                 Write("\r\n"u8);
                 _state = State.AuthenticationAnswer;
                 return BackendStep.Send;

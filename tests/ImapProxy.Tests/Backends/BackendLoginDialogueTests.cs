@@ -182,6 +182,27 @@ public sealed class BackendLoginDialogueTests
         Assert.Equal(0, dialogue.Output.WrittenCount);
     }
 
+    [Fact]
+    public void AnEndWhileACredentialWaitsForItsContinuation_LeavesTheClientsCredentialsAlone()
+    {
+        // The hand-over may be tried again on another backend with the same credentials.
+        var credentials = new ImapCredentials(LoginMechanism.LoginCommand, "alice"u8.ToArray(), Encoding.UTF8.GetBytes("p\u00e4ss"));
+        var dialogue = new BackendLoginDialogue(
+            new BackendDialogueSettings(false, null, null),
+            new BackendEndpoint("b1", "127.0.0.1", 143, 1, authentication: BackendAuthentication.Login),
+            credentials,
+            ClientIdentity.Empty,
+            s_endpoints,
+            SessionId,
+            ttl: 5);
+        Assert.Equal(BackendStep.Send, dialogue.OnLine("* OK [CAPABILITY IMAP4rev1] ready"u8));
+        Assert.Equal("P1 LOGIN \"alice\" {5}\r\n", Sent(dialogue));
+
+        dialogue.Dispose(); // a time limit, say, before the backend's "+"
+
+        Assert.Equal("p\u00e4ss", Encoding.UTF8.GetString(credentials.Password));
+    }
+
     private static BackendLoginDialogue Create(
         string user = "alice",
         string password = "s3cret",
