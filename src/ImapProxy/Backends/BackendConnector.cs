@@ -1,4 +1,3 @@
-using System.Buffers;
 using System.Diagnostics;
 using System.Net;
 using System.Net.Security;
@@ -10,7 +9,6 @@ using ImapProxy.Configuration;
 using ImapProxy.Connections.Transport;
 using ImapProxy.Connections.Transport.Epoll;
 using ImapProxy.Protocol.PreAuth;
-using ImapProxy.Protocol.Responses;
 using ImapProxy.Protocol.Sasl;
 using ImapProxy.Telemetry;
 using ImapProxy.Tls;
