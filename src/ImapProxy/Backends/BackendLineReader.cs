@@ -1,4 +1,4 @@
-using System.Buffers;
+using ImapProxy.Connections.Transport;
 using ImapProxy.Protocol.Parsing;
 
 namespace ImapProxy.Backends;
@@ -16,57 +16,21 @@ namespace ImapProxy.Backends;
 /// </remarks>
 internal sealed class BackendLineReader(int maxLine) : IDisposable
 {
-    private const int MinimumSize = 4096;
-
-    private byte[] _buffer = [];
-    private int _start; // first byte not consumed
-    private int _end; // end of the bytes received
+    private readonly ReceiveBuffer _received = new();
     private long _literalLeft; // bytes of a literal still to read past
     private bool _continuing; // the next line continues a response already returned (after a literal)
 
     /// <summary>Bytes received and not consumed: what the backend sent past the last line taken.</summary>
-    public ReadOnlySpan<byte> Pending => _buffer.AsSpan(_start, _end - _start);
+    public ReadOnlySpan<byte> Pending => _received.Bytes;
 
     /// <summary>
-    /// Room for the next receive: at least a few hundred bytes, more while a line is longer than the buffer (up to the
-    /// line limit, past which <see cref="TryTakeLine"/> has failed already).
+    /// Room for the next receive: at least a kilobyte, more while a line is longer than the buffer (up to the line
+    /// limit, past which <see cref="TryTakeLine"/> has failed already).
     /// </summary>
-    public Memory<byte> GetReceiveSpace()
-    {
-        if (_start == _end)
-        {
-            _start = _end = 0;
-        }
-
-        if (_buffer.Length - _end < 512)
-        {
-            var kept = _end - _start;
-            if (_start > 0 && _buffer.Length - kept >= 512)
-            {
-                _buffer.AsSpan(_start, kept).CopyTo(_buffer);
-            }
-            else
-            {
-                var grown = ArrayPool<byte>.Shared.Rent(Math.Max(MinimumSize, _buffer.Length * 2));
-                _buffer.AsSpan(_start, kept).CopyTo(grown);
-                Return();
-                _buffer = grown;
-            }
-
-            _start = 0;
-            _end = kept;
-        }
-
-        return _buffer.AsMemory(_end);
-    }
+    public Memory<byte> GetReceiveSpace() => _received.GetRoom();
 
     /// <summary><paramref name="count"/> bytes were received into the last <see cref="GetReceiveSpace"/>.</summary>
-    public void Received(int count)
-    {
-        ArgumentOutOfRangeException.ThrowIfNegative(count);
-        ArgumentOutOfRangeException.ThrowIfGreaterThan(count, _buffer.Length - _end);
-        _end += count;
-    }
+    public void Received(int count) => _received.Received(count);
 
     /// <summary>
     /// The next whole response line, without its CRLF, consumed; valid until the buffer is next used. False when more
@@ -78,8 +42,8 @@ internal sealed class BackendLineReader(int maxLine) : IDisposable
         {
             if (_literalLeft > 0)
             {
-                var skipped = (int)Math.Min(_literalLeft, _end - _start);
-                _start += skipped;
+                var skipped = (int)Math.Min(_literalLeft, _received.Bytes.Length);
+                _received.Consume(skipped);
                 _literalLeft -= skipped;
                 if (_literalLeft > 0)
                 {
@@ -88,7 +52,7 @@ internal sealed class BackendLineReader(int maxLine) : IDisposable
                 }
             }
 
-            var available = _buffer.AsSpan(_start, _end - _start);
+            var available = _received.Bytes;
             var lf = available.IndexOf((byte)'\n');
             if (lf < 0)
             {
@@ -101,8 +65,9 @@ internal sealed class BackendLineReader(int maxLine) : IDisposable
                 return false;
             }
 
+            // Consuming leaves the bytes where they are (the array changes only on the next receive).
             var raw = available[..lf];
-            _start += lf + 1;
+            _received.Consume(lf + 1);
             if (raw.Length > 0 && raw[^1] == (byte)'\r')
             {
                 raw = raw[..^1];
@@ -129,20 +94,7 @@ internal sealed class BackendLineReader(int maxLine) : IDisposable
     }
 
     /// <summary>Returns the buffer (the reader may be used again; it rents anew).</summary>
-    public void Dispose()
-    {
-        Return();
-        _buffer = [];
-        _start = _end = 0;
-    }
-
-    private void Return()
-    {
-        if (_buffer.Length > 0)
-        {
-            ArrayPool<byte>.Shared.Return(_buffer);
-        }
-    }
+    public void Dispose() => _received.Release(clear: false);
 }
 
 /// <summary>A backend broke the protocol during the hand-over; the message is for logs (never backend text).</summary>

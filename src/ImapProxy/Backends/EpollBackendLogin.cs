@@ -81,24 +81,10 @@ internal sealed class EpollBackendLogin : IReadinessListener, IValueTaskSource<B
 
         try
         {
-            if (!_connected)
+            if (_connected || Connecting(socket.ContinueConnect(_address!)))
             {
-                var error = socket.ContinueConnect(_address!);
-                if (error is SocketError.InProgress or SocketError.AlreadyInProgress)
-                {
-                    return;
-                }
-
-                if (error is not (SocketError.Success or SocketError.IsConnected))
-                {
-                    Fail(new SocketException((int)error));
-                    return;
-                }
-
-                Connected();
+                Run();
             }
-
-            Run();
         }
         catch (Exception ex)
         {
@@ -118,24 +104,36 @@ internal sealed class EpollBackendLogin : IReadinessListener, IValueTaskSource<B
         {
             _socket = EpollSocket.BeginConnect(_loop, _endpoint, this, out var address, out var error);
             _address = address;
-            if (error is SocketError.InProgress or SocketError.AlreadyInProgress)
+            if (Connecting(error))
             {
-                return; // the socket reports the outcome as writable
+                Run();
             }
-
-            if (error is not SocketError.Success)
-            {
-                Fail(new SocketException((int)error));
-                return;
-            }
-
-            Connected();
-            Run();
         }
         catch (Exception ex)
         {
             Fail(ex);
         }
+    }
+
+    /// <summary>
+    /// How far the connect got: true once connected (<see cref="Connected"/> has run), false while under way (the socket
+    /// reports the outcome as writable) or when it failed (the hand-over has ended).
+    /// </summary>
+    private bool Connecting(SocketError error)
+    {
+        if (error is SocketError.InProgress or SocketError.AlreadyInProgress)
+        {
+            return false;
+        }
+
+        if (error is not (SocketError.Success or SocketError.IsConnected))
+        {
+            Fail(new SocketException((int)error));
+            return false;
+        }
+
+        Connected();
+        return true;
     }
 
     /// <summary>Connected: the rest of the login's limit begins, and a PROXY header goes first when configured.</summary>

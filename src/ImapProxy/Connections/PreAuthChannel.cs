@@ -1,5 +1,6 @@
 using System.Buffers;
 using ImapProxy.Backends;
+using ImapProxy.Connections.Transport;
 
 namespace ImapProxy.Connections;
 
@@ -15,31 +16,22 @@ namespace ImapProxy.Connections;
 /// </remarks>
 internal sealed class PreAuthChannel : IDisposable
 {
-    private const int ReadSize = 4096;
-
     private readonly Stream _stream;
-    private byte[] _input = [];
-    private int _start; // first byte not consumed
-    private int _end; // end of the bytes received
+    private readonly ReceiveBuffer _input = new();
     private bool _ended;
 
     /// <summary>A channel on <paramref name="stream"/>; <paramref name="readAhead"/> was received already (read before it).</summary>
     public PreAuthChannel(Stream stream, ReadOnlySpan<byte> readAhead = default)
     {
         _stream = stream;
-        if (!readAhead.IsEmpty)
-        {
-            _input = ArrayPool<byte>.Shared.Rent(Math.Max(ReadSize, readAhead.Length));
-            readAhead.CopyTo(_input);
-            _end = readAhead.Length;
-        }
+        _input.Append(readAhead);
     }
 
     /// <summary>The answers to send; <see cref="FlushAsync"/> sends them.</summary>
     public RentedBufferWriter Output { get; } = new();
 
     /// <summary>What was received and not consumed.</summary>
-    public ReadOnlySequence<byte> Buffered => new(_input, _start, _end - _start);
+    public ReadOnlySequence<byte> Buffered => _input.Sequence;
 
     /// <summary>Whether the client has ended its side (nothing more will arrive).</summary>
     public bool Ended => _ended;
@@ -55,35 +47,27 @@ internal sealed class PreAuthChannel : IDisposable
             return false;
         }
 
-        if (_start == _end)
+        if (_input.IsEmpty)
         {
-            // Nothing kept: the buffer goes back while the client is silent, and is taken again once it speaks.
-            Return();
-            _start = _end = 0;
+            // Nothing kept: the buffer goes back (cleared: a dialogue's input holds credentials) while the client is
+            // silent, and is taken again once it speaks.
+            _input.Release(clear: true);
             _ = await _stream.ReadAsync(Memory<byte>.Empty, cancellationToken);
         }
 
-        var read = await _stream.ReadAsync(GetReceiveSpace(), cancellationToken);
+        var read = await _stream.ReadAsync(_input.GetRoom(), cancellationToken);
         if (read == 0)
         {
             _ended = true;
             return false;
         }
 
-        _end += read;
+        _input.Received(read);
         return true;
     }
 
     /// <summary><paramref name="count"/> bytes of <see cref="Buffered"/> were consumed.</summary>
-    public void Consume(long count)
-    {
-        ArgumentOutOfRangeException.ThrowIfGreaterThan(count, _end - _start);
-        _start += (int)count;
-        if (_start == _end)
-        {
-            _start = _end = 0;
-        }
-    }
+    public void Consume(long count) => _input.Consume(checked((int)count));
 
     /// <summary>Sends what <see cref="Output"/> holds, then clears it.</summary>
     public async ValueTask FlushAsync(CancellationToken cancellationToken)
@@ -98,54 +82,12 @@ internal sealed class PreAuthChannel : IDisposable
     }
 
     /// <summary>What was received and not consumed, taken out (the channel keeps nothing of it).</summary>
-    public byte[] TakeBuffered()
-    {
-        var buffered = _input.AsSpan(_start, _end - _start).ToArray();
-        _start = _end = 0;
-        return buffered;
-    }
+    public byte[] TakeBuffered() => _input.TakeAll();
 
-    /// <summary>Returns both buffers; whatever was not flushed is dropped (the dialogue is over).</summary>
+    /// <summary>Returns both buffers (cleared); whatever was not flushed is dropped (the dialogue is over).</summary>
     public void Dispose()
     {
-        Return();
-        _start = _end = 0;
+        _input.Release(clear: true);
         Output.Dispose();
-    }
-
-    private Memory<byte> GetReceiveSpace()
-    {
-        if (_input.Length - _end < ReadSize / 4)
-        {
-            var kept = _end - _start;
-            if (_start > 0 && _input.Length - kept >= ReadSize / 4)
-            {
-                _input.AsSpan(_start, kept).CopyTo(_input);
-            }
-            else
-            {
-                var grown = ArrayPool<byte>.Shared.Rent(Math.Max(ReadSize, _input.Length * 2));
-                _input.AsSpan(_start, kept).CopyTo(grown);
-                Return();
-                _input = grown;
-            }
-
-            _start = 0;
-            _end = kept;
-        }
-
-        return _input.AsMemory(_end);
-    }
-
-    /// <summary>Gives the input buffer back (the indexes are the caller's to reset).</summary>
-    private void Return()
-    {
-        if (_input.Length > 0)
-        {
-            // Cleared whole: a dialogue's input has held credentials (LOGIN's, AUTHENTICATE's), consumed or not.
-            _input.AsSpan().Clear();
-            ArrayPool<byte>.Shared.Return(_input);
-            _input = [];
-        }
     }
 }

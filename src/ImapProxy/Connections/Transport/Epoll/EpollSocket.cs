@@ -262,29 +262,10 @@ internal sealed class EpollSocket : IEpollHandler, IDisposable
     public static async ValueTask<EpollSocket> ConnectAsync(EpollLoop loop, IPEndPoint endpoint, CancellationToken cancellationToken)
     {
         cancellationToken.ThrowIfCancellationRequested();
-        var fd = LibC.Socket(SocketAddresses.Family(endpoint.AddressFamily), LibC.SockStream | LibC.SockNonblock | LibC.SockCloexec, LibC.IpProtoTcp);
-        if (fd < 0)
-        {
-            throw new SocketException((int)LibC.ToSocketError(Marshal.GetLastPInvokeError()));
-        }
-
-        var descriptor = new Descriptor(fd);
-        EpollSocket? connecting = null;
+        var connecting = BeginConnect(loop, endpoint, listener: null, out var address, out var error);
         try
         {
-            if (SetNoDelay(fd) is not SocketError.Success and var failed)
-            {
-                throw new SocketException((int)failed);
-            }
-
-            connecting = new EpollSocket(descriptor, loop, register: false);
-            var address = endpoint.Serialize(); // the platform's sockaddr layout
             var seen = 0; // no event is counted before the registration
-            var error = connecting.StartConnect(address);
-
-            // Registered only once the connect is under way: a socket that is not connecting yet reports itself hung
-            // up, which would read as the end of the stream. A connect that finished already reports its outcome.
-            connecting.Register(writes: true);
             while (error is SocketError.InProgress or SocketError.AlreadyInProgress)
             {
                 await connecting.WaitWritableAsync(seen, cancellationToken);
@@ -304,21 +285,20 @@ internal sealed class EpollSocket : IEpollHandler, IDisposable
         }
         catch
         {
-            connecting?.Dispose();
-            descriptor.Dispose();
+            connecting.Dispose();
             throw;
         }
     }
 
     /// <summary>
-    /// On <paramref name="loop"/>'s thread: a new socket connecting to <paramref name="endpoint"/> whose events go to
-    /// <paramref name="listener"/> from the start, with how far the connect got (<see cref="ContinueConnect"/> asks
-    /// again once the listener hears the socket is writable). Failures to create the socket are
+    /// A new socket on <paramref name="loop"/>, connecting to <paramref name="endpoint"/>, with how far the connect got
+    /// (<see cref="ContinueConnect"/> asks again once the socket is writable). With a <paramref name="listener"/> (only
+    /// on the loop's thread) its events go to the listener from the start. Failures to create the socket are
     /// <see cref="SocketException"/>s; a connect refused at once is <paramref name="error"/>.
     /// </summary>
-    internal static EpollSocket BeginConnect(EpollLoop loop, IPEndPoint endpoint, IReadinessListener listener, out SocketAddress address, out SocketError error)
+    internal static EpollSocket BeginConnect(EpollLoop loop, IPEndPoint endpoint, IReadinessListener? listener, out SocketAddress address, out SocketError error)
     {
-        System.Diagnostics.Debug.Assert(loop.IsCurrent, "listeners are set on the loop thread");
+        System.Diagnostics.Debug.Assert(listener is null || loop.IsCurrent, "listeners are set on the loop thread");
         var fd = LibC.Socket(SocketAddresses.Family(endpoint.AddressFamily), LibC.SockStream | LibC.SockNonblock | LibC.SockCloexec, LibC.IpProtoTcp);
         if (fd < 0)
         {
@@ -335,10 +315,11 @@ internal sealed class EpollSocket : IEpollHandler, IDisposable
             }
 
             connecting = new EpollSocket(descriptor, loop, register: false) { _listener = listener };
-            address = endpoint.Serialize();
+            address = endpoint.Serialize(); // the platform's sockaddr layout
             error = connecting.StartConnect(address);
 
-            // As in ConnectAsync: registered once the connect is under way (or over).
+            // Registered only once the connect is under way: a socket that is not connecting yet reports itself hung
+            // up, which would read as the end of the stream. A connect that finished already reports its outcome.
             connecting.Register(writes: true);
             return connecting;
         }
