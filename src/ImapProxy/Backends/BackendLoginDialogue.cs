@@ -363,7 +363,8 @@ internal sealed class BackendLoginDialogue : IDisposable
 
         if (response.Kind == ResponseKind.Tagged && IsExpected(response.Tag))
         {
-            return Classify(response, null) is var status && status == BackendLoginOutcome.Success
+            // A refusal is recorded by Classify; a success without the credentials is a backend to distrust.
+            return Classify(response, null) == BackendLoginOutcome.Success
                 ? Fail(BackendLoginOutcome.Unavailable, "backend completed the login without the credentials", "refused")
                 : BackendStep.Done;
         }

@@ -405,10 +405,6 @@ public sealed class SplicerTests : IAsyncLifetime
     }
 
     /// <summary>
-    /// Runs <paramref name="read"/> on the engine thread, after whatever event it is handling now (the splice trims at
-    /// the end of each event, so what this sees is what the session keeps until its next one).
-    /// </summary>
-    /// <summary>
     /// Until the splice is stuck on a client that reads nothing: its receive buffer holds data and a write to it is still
     /// under way. A state the splice reaches and then keeps until the client reads; nothing signals it, so it is looked
     /// at every few milliseconds (bounded by the test's limit), not waited for after a fixed time.
@@ -423,6 +419,10 @@ public sealed class SplicerTests : IAsyncLifetime
         }
     }
 
+    /// <summary>
+    /// Runs <paramref name="read"/> on the engine thread, after whatever event it is handling now (the splice trims at
+    /// the end of each event, so what this sees is what the session keeps until its next one).
+    /// </summary>
     private async Task<T> OnLoopAsync<T>(Func<T> read)
     {
         var done = new TaskCompletionSource<T>(TaskCreationOptions.RunContinuationsAsynchronously);
