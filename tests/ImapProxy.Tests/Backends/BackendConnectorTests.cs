@@ -27,7 +27,7 @@ public sealed class BackendConnectorTests : IAsyncLifetime
 
     private readonly EpollEngine _epoll = new(1, inlineContinuations: true, NullLogger.Instance);
     private readonly List<IDisposable> _owned = [];
-    private Socket _listener = null!;
+    private Socket _listener = null!; // where the scripted backend (a fake) is accepted
 
     public Task InitializeAsync()
     {
@@ -58,23 +58,23 @@ public sealed class BackendConnectorTests : IAsyncLifetime
         var backend = new BackendEndpoint("b1", "127.0.0.1", Port, 1, proxyProtocol: true);
 
         var login = Login(connector, backend, endpoints, CancellationToken.None);
-        using var peer = await _listener.AcceptAsync().WaitAsync(s_limit);
+        using var backendFake = await _listener.AcceptAsync().WaitAsync(s_limit);
 
         // The PROXY header comes first, before the backend has said anything.
         var header = ProxyProtocolHeader.CreateV2(endpoints.Client, endpoints.Local);
-        Assert.Equal(header, await ReceiveExactlyAsync(peer, header.Length));
+        Assert.Equal(header, await ReceiveExactlyAsync(backendFake, header.Length));
 
         foreach (var b in "* OK [CAPABILITY IMAP4rev1 ID SASL-IR AUTH=PLAIN] ready\r\n"u8.ToArray())
         {
-            await peer.SendAsync(new[] { b });
+            await backendFake.SendAsync(new[] { b });
         }
 
-        var commands = await ReceiveLinesAsync(peer, 2);
+        var commands = await ReceiveLinesAsync(backendFake, 2);
         Assert.StartsWith("P1 ID (\"x-originating-ip\" \"192.0.2.7\" ", commands[0], StringComparison.Ordinal);
         Assert.Equal("P2 AUTHENTICATE PLAIN AGFsaWNlAHMzY3JldA==", commands[1]);
 
         // The answers and an unsolicited line behind them, in one segment.
-        await peer.SendAsync("P1 OK ID completed\r\nP2 OK [CAPABILITY IMAP4rev1 IDLE] Logged in\r\n* 3 EXISTS\r\n"u8.ToArray());
+        await backendFake.SendAsync("P1 OK ID completed\r\nP2 OK [CAPABILITY IMAP4rev1 IDLE] Logged in\r\n* 3 EXISTS\r\n"u8.ToArray());
         var result = await login.WaitAsync(s_limit);
 
         Assert.Equal(BackendLoginOutcome.Success, result.Outcome);
@@ -85,8 +85,8 @@ public sealed class BackendConnectorTests : IAsyncLifetime
 
         // The connection is the caller's now: it reads and writes through its stream.
         await connection.Stream.WriteAsync("a NOOP\r\n"u8.ToArray());
-        Assert.Equal(["a NOOP"], await ReceiveLinesAsync(peer, 1));
-        await peer.SendAsync("a OK NOOP\r\n"u8.ToArray());
+        Assert.Equal(["a NOOP"], await ReceiveLinesAsync(backendFake, 1));
+        await backendFake.SendAsync("a OK NOOP\r\n"u8.ToArray());
         var answer = new byte[11];
         await connection.Stream.ReadExactlyAsync(answer).AsTask().WaitAsync(s_limit);
         Assert.Equal("a OK NOOP\r\n", Encoding.ASCII.GetString(answer));
@@ -99,10 +99,10 @@ public sealed class BackendConnectorTests : IAsyncLifetime
     {
         var (connector, endpoints) = await CreateAsync(engine);
         var login = Login(connector, new BackendEndpoint("b1", "127.0.0.1", Port, 1), endpoints, CancellationToken.None);
-        using (var peer = await _listener.AcceptAsync().WaitAsync(s_limit))
+        using (var backendFake = await _listener.AcceptAsync().WaitAsync(s_limit))
         {
-            await peer.SendAsync("* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN] ready\r\n"u8.ToArray());
-            await ReceiveLinesAsync(peer, 1);
+            await backendFake.SendAsync("* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN] ready\r\n"u8.ToArray());
+            await ReceiveLinesAsync(backendFake, 1);
         }
 
         var result = await login.WaitAsync(s_limit);
@@ -139,13 +139,13 @@ public sealed class BackendConnectorTests : IAsyncLifetime
         var (connector, endpoints) = await CreateAsync(engine);
         using var cancel = new CancellationTokenSource();
         var login = Login(connector, new BackendEndpoint("b1", "127.0.0.1", Port, 1), endpoints, cancel.Token);
-        using var peer = await _listener.AcceptAsync().WaitAsync(s_limit);
+        using var backendFake = await _listener.AcceptAsync().WaitAsync(s_limit);
 
         cancel.Cancel();
 
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => login.WaitAsync(s_limit));
         var buffer = new byte[1];
-        Assert.Equal(0, await peer.ReceiveAsync(buffer).WaitAsync(s_limit)); // the proxy closed its socket
+        Assert.Equal(0, await backendFake.ReceiveAsync(buffer).WaitAsync(s_limit)); // the proxy closed its socket
     }
 
     private int Port => ((IPEndPoint)_listener.LocalEndPoint!).Port;
