@@ -14,8 +14,8 @@ internal delegate EpollSocket? AcceptOne(out IPEndPoint? remote, out SocketError
 /// <remarks>
 /// One connection per event, as nginx does by default: a loop takes one, serves its other events, and finds the
 /// listening socket still readable on its next wait if more are queued, so a burst of connections never starves the
-/// sessions on that thread. Accepting is one accept4 (non-blocking and close-on-exec from the start) and one
-/// setsockopt (no delay), and gives an <see cref="EpollSocket"/> that owns its descriptor, with no .NET socket object.
+/// sessions on that thread. Accepting is one accept4 (non-blocking and close-on-exec from the start; no delay comes
+/// from the listening socket, on which the constructor sets it), and gives an <see cref="EpollSocket"/> that owns its descriptor, with no .NET socket object.
 /// A loop that finds the connection taken already (the exclusive wake-up still lets a loop that was busy, not waiting,
 /// find the socket readable: up to 0.6 such accepts per connection measured under a login load) pays one system call
 /// that says EAGAIN, and no exception (a .NET <see cref="Socket.Accept"/> threw one each time). Running out of
@@ -65,6 +65,7 @@ internal sealed class EpollAcceptor : IEpollHandler, IDisposable
         _accept = accept ?? AcceptFromListening;
         _tokens = new ulong[engine.Loops.Count];
         listening.Blocking = false; // accept4 tries once and says EAGAIN instead of waiting
+        listening.NoDelay = true; // inherited by every accepted socket: no setsockopt per connection
         _fd = (int)listening.SafeHandle.DangerousGetHandle();
         lock (_lock)
         {

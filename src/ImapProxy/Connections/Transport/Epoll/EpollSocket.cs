@@ -111,6 +111,8 @@ internal sealed class EpollSocket : IEpollHandler, IDisposable
     /// and why (WouldBlock when none is queued, or another loop took it). Nothing throws: a loop that lost the race for a
     /// connection pays one system call. The loop is picked only once there is a connection, so lost races do not skew
     /// the turns (with two loops, every loss would otherwise push the next session back onto the same loop).
+    /// The connection has no delay (TCP_NODELAY) when the listening socket has it: Linux copies the option into every
+    /// socket it accepts, so <see cref="EpollAcceptor"/> sets it once there instead of once per connection.
     /// </summary>
     internal static unsafe EpollSocket? Accept(SafeHandle listening, EpollEngine engine, out IPEndPoint? remote, out SocketError error)
     {
@@ -154,11 +156,8 @@ internal sealed class EpollSocket : IEpollHandler, IDisposable
         try
         {
             remote = SocketAddresses.ToEndPoint(new ReadOnlySpan<byte>(address, (int)Math.Min(length, (uint)SocketAddresses.MaxSize)));
-            error = SetNoDelay(fd);
-            if (error == SocketError.Success)
-            {
-                return new EpollSocket(descriptor, engine.NextLoop(), register: true);
-            }
+            error = SocketError.Success;
+            return new EpollSocket(descriptor, engine.NextLoop(), register: true);
         }
         catch (SocketException ex)
         {
