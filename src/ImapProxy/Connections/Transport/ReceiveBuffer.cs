@@ -12,9 +12,14 @@ internal sealed class ReceiveBuffer
     private const int MinimumSize = 4096;
     private const int MinimumRoom = 1024;
 
+    private readonly ArrayPool<byte> _pool;
     private byte[] _buffer = [];
     private int _start; // first byte not consumed
     private int _end; // end of the bytes received
+    private int _written; // how far from the start the array has held received bytes (what a clearing Release zeroes)
+
+    /// <summary>A buffer renting from <paramref name="pool"/> (the shared pool when null).</summary>
+    public ReceiveBuffer(ArrayPool<byte>? pool = null) => _pool = pool ?? ArrayPool<byte>.Shared;
 
     /// <summary>The bytes received and not consumed.</summary>
     public ReadOnlySpan<byte> Bytes => _buffer.AsSpan(_start, _end - _start);
@@ -36,10 +41,11 @@ internal sealed class ReceiveBuffer
             }
             else
             {
-                var grown = ArrayPool<byte>.Shared.Rent(Math.Max(MinimumSize, _buffer.Length * 2));
+                var grown = _pool.Rent(Math.Max(MinimumSize, _buffer.Length * 2));
                 _buffer.AsSpan(_start, kept).CopyTo(grown);
                 Return(clear: true);
                 _buffer = grown;
+                _written = kept;
             }
 
             _start = 0;
@@ -55,6 +61,7 @@ internal sealed class ReceiveBuffer
         ArgumentOutOfRangeException.ThrowIfNegative(count);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(count, _buffer.Length - _end);
         _end += count;
+        _written = Math.Max(_written, _end);
     }
 
     /// <summary>Appends bytes received elsewhere (what another reader read ahead).</summary>
@@ -91,14 +98,14 @@ internal sealed class ReceiveBuffer
     }
 
     /// <summary>
-    /// Drops what is kept and gives the array back, cleared whole when <paramref name="clear"/> (it held credentials,
-    /// consumed or not); the buffer rents again on its next use.
+    /// Drops what is kept and gives the array back, with every byte it received cleared when <paramref name="clear"/>
+    /// (they held credentials, consumed or not); the buffer rents again on its next use.
     /// </summary>
     public void Release(bool clear)
     {
         Return(clear);
         _buffer = [];
-        _start = _end = 0;
+        _start = _end = _written = 0;
     }
 
     private void Return(bool clear)
@@ -107,10 +114,11 @@ internal sealed class ReceiveBuffer
         {
             if (clear)
             {
-                _buffer.AsSpan().Clear();
+                // Only what was received into: the rest of the array is as the pool gave it.
+                _buffer.AsSpan(0, _written).Clear();
             }
 
-            ArrayPool<byte>.Shared.Return(_buffer);
+            _pool.Return(_buffer);
         }
     }
 }
