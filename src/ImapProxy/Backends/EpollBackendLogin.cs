@@ -15,7 +15,7 @@ namespace ImapProxy.Backends;
 /// </summary>
 /// <remarks>
 /// Everything runs on the loop thread: the events, the time limit's expiry and the caller's cancellation (both
-/// queued to it). The result is set last, after the socket was let go of: the continuation it runs may splice the
+/// queued to it, and run after its last event when the thread is stopping: never beside an event). The result is set last, after the socket was let go of: the continuation it runs may splice the
 /// socket at once. Mirrors <see cref="BackendConnector"/>'s stream path outcome for outcome.
 /// </remarks>
 #pragma warning disable CA1001 // The reader is returned when the hand-over ends (Release), whichever way it ends; nothing outside it disposes.
@@ -65,10 +65,19 @@ internal sealed class EpollBackendLogin : IReadinessListener, IValueTaskSource<B
     public ValueTask<BackendLoginResult> Start(CancellationToken cancellationToken)
     {
         var limit = _options.ConnectTimeout < _options.LoginTimeout ? _options.ConnectTimeout : _options.LoginTimeout;
-        _timer = _timeProvider.CreateTimer(static state => ((EpollBackendLogin)state!).Queue(s_timedOut), this, limit, Timeout.InfiniteTimeSpan);
+        _timer = _timeProvider.CreateTimer(static state => ((EpollBackendLogin)state!).EndOnLoop(s_timedOut), this, limit, Timeout.InfiniteTimeSpan);
         _cancellationToken = cancellationToken;
-        _cancellation = cancellationToken.UnsafeRegister(static state => ((EpollBackendLogin)state!).Queue(s_cancelled), this);
-        Queue(s_begin);
+        _cancellation = cancellationToken.UnsafeRegister(static state => ((EpollBackendLogin)state!).EndOnLoop(s_cancelled), this);
+        try
+        {
+            _loop.Execute(s_begin, this);
+        }
+        catch (SocketException ex)
+        {
+            // The loop is stopping: nothing was registered with it, so the hand-over ends here, as a connect that failed.
+            Fail(ex);
+        }
+
         return new ValueTask<BackendLoginResult>(this, _completion.Version);
     }
 
@@ -102,6 +111,12 @@ internal sealed class EpollBackendLogin : IReadinessListener, IValueTaskSource<B
 
         try
         {
+            if (_loop.IsStopping)
+            {
+                // Queued just before the stop: the thread would see none of the connection's events.
+                throw new SocketException((int)SocketError.Shutdown);
+            }
+
             _socket = EpollSocket.BeginConnect(_loop, _endpoint, this, out var address, out var error);
             _address = address;
             if (Connecting(error))
@@ -315,21 +330,8 @@ internal sealed class EpollBackendLogin : IReadinessListener, IValueTaskSource<B
         _dialogue.Dispose();
     }
 
-    /// <summary>
-    /// Runs <paramref name="action"/> on the loop thread (at once when called there). A loop that is stopping takes no
-    /// more work: the hand-over then ends where it is, as a connect that failed.
-    /// </summary>
-    private void Queue(Action<object?> action)
-    {
-        try
-        {
-            _loop.Execute(action, this);
-        }
-        catch (SocketException ex)
-        {
-            Fail(ex);
-        }
-    }
+    /// <summary>Ends the hand-over (its time limit, the caller's cancellation) on the loop thread, or after its last event.</summary>
+    private void EndOnLoop(Action<object?> action) => _loop.ExecuteOrAfterStop(action, this);
 
     BackendLoginResult IValueTaskSource<BackendLoginResult>.GetResult(short token) => _completion.GetResult(token);
 

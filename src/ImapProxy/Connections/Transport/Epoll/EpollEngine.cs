@@ -120,6 +120,7 @@ internal sealed unsafe class EpollLoop : IDisposable
     private readonly ConcurrentQueue<(Action<object?> Action, object? State)> _work = new();
     private int _wakePending;
     private volatile bool _stopping;
+    private int _ended; // the thread has run its last event and the work queued until then
 
     public EpollLoop(EpollEngine engine, int index, bool inlineContinuations, ILogger logger)
     {
@@ -226,8 +227,8 @@ internal sealed unsafe class EpollLoop : IDisposable
 
     /// <summary>
     /// Runs <paramref name="action"/> on this loop's thread: at once when called there, else soon. Once the loop is
-    /// stopping, throws a <see cref="SocketException"/> (Shutdown), as for a socket added then; work queued just as it
-    /// stops may never run.
+    /// stopping, throws a <see cref="SocketException"/> (Shutdown), as for a socket added then; work queued before runs
+    /// as the thread ends, and work queued just as it stops may never run.
     /// </summary>
     public void Execute(Action<object?> action, object? state)
     {
@@ -248,6 +249,36 @@ internal sealed unsafe class EpollLoop : IDisposable
             Wake();
         }
     }
+
+    /// <summary>
+    /// Runs <paramref name="action"/> on this loop's thread as <see cref="Execute"/> does, but never refuses: once the
+    /// loop is stopping, the action runs after the thread's last event, on the thread as it ends, or at once on the
+    /// caller's thread when it has ended. For work that ends something the thread's events touch too (a time limit, a
+    /// cancellation): Execute's refusal would leave it to the caller, running beside the thread's last events.
+    /// </summary>
+    public void ExecuteOrAfterStop(Action<object?> action, object? state)
+    {
+        if (IsCurrent)
+        {
+            action(state);
+            return;
+        }
+
+        // Enqueue then look at _ended, while the thread sets _ended then empties the queue (both full fences): one of
+        // the two sees the other, and each work item is dequeued once.
+        _work.Enqueue((action, state));
+        if (Volatile.Read(ref _ended) != 0)
+        {
+            RunQueued();
+        }
+        else if (Interlocked.Exchange(ref _wakePending, 1) == 0)
+        {
+            Wake();
+        }
+    }
+
+    /// <summary>Whether <see cref="Dispose"/> has begun: <see cref="Execute"/> and <see cref="Post"/> refuse work from now on.</summary>
+    internal bool IsStopping => _stopping;
 
     /// <summary>
     /// Queues <paramref name="action"/> to run on this loop's thread after the events it is handling now, even when
@@ -419,6 +450,9 @@ internal sealed unsafe class EpollLoop : IDisposable
         }
         finally
         {
+            // Work queued until now runs here, after the last event; what ExecuteOrAfterStop queues later runs on its caller.
+            Interlocked.Exchange(ref _ended, 1);
+            RunQueued();
             NativeMemory.Free(events);
             if (wakeHeld)
             {
@@ -429,6 +463,14 @@ internal sealed unsafe class EpollLoop : IDisposable
             {
                 _epoll.DangerousRelease();
             }
+        }
+    }
+
+    private void RunQueued()
+    {
+        while (_work.TryDequeue(out var work))
+        {
+            Run(work.Action, work.State);
         }
     }
 
