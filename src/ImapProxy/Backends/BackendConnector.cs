@@ -68,13 +68,19 @@ internal sealed class BackendConnector
     private readonly BackendDialogueSettings _dialogue;
     private readonly TlsBufferPolicy _tlsBuffers;
     private readonly ISocketEngine _sockets;
+    private readonly BackendAddresses _addresses;
 
-    public BackendConnector(IOptions<ImapProxyOptions> options, TimeProvider timeProvider, TlsBufferPolicy tlsBuffers, ISocketEngine sockets)
+    /// <summary>
+    /// A connector; <paramref name="lookUp"/> stands in for the system's resolver of backends' host names in tests
+    /// (see <see cref="BackendAddresses"/>).
+    /// </summary>
+    public BackendConnector(IOptions<ImapProxyOptions> options, TimeProvider timeProvider, TlsBufferPolicy tlsBuffers, ISocketEngine sockets, Func<string, CancellationToken, Task<IPAddress[]>>? lookUp = null)
     {
         _options = options.Value.Backends;
         _timeProvider = timeProvider;
         _tlsBuffers = tlsBuffers;
         _sockets = sockets;
+        _addresses = new BackendAddresses(timeProvider, _options.DnsRefresh, lookUp);
         if (_options.CaFile is not null)
         {
             _trustedRoots = [];
@@ -87,10 +93,11 @@ internal sealed class BackendConnector
     }
 
     /// <summary>
-    /// Connects to <paramref name="backend"/> and logs in with the client's credentials. A plaintext backend at an
-    /// address, for a client of the epoll engine, is handed over by that client's engine thread alone
-    /// (<see cref="EpollBackendLogin"/>: no asynchronous step between the connect and the login's answer); any other
-    /// through <see cref="LoginStreamAsync"/>. Both speak through a <see cref="BackendLoginDialogue"/>.
+    /// Connects to <paramref name="backend"/> and logs in with the client's credentials. A plaintext backend (at an
+    /// address, or at one its name resolved to: <see cref="LoginByNameAsync"/>), for a client of the epoll engine, is
+    /// handed over by that client's engine thread alone (<see cref="EpollBackendLogin"/>: no asynchronous step between
+    /// the connect and the login's answer); any other through <see cref="LoginStreamAsync"/>. Both speak through a
+    /// <see cref="BackendLoginDialogue"/>.
     /// </summary>
     public ValueTask<BackendLoginResult> LoginAsync(
         BackendEndpoint backend,
@@ -111,15 +118,77 @@ internal sealed class BackendConnector
             return ValueTask.FromCanceled<BackendLoginResult>(cancellationToken);
         }
 
+        return backend.Address is { } address
+            ? LoginAt(backend, address, credentials, clientIdentity, endpoints, sessionId, ttl, cancellationToken)
+            : LoginByNameAsync(backend, credentials, clientIdentity, endpoints, sessionId, ttl, cancellationToken);
+    }
+
+    /// <summary>One hand-over to <paramref name="address"/>, <paramref name="backend"/>'s or one its name resolved to.</summary>
+    private ValueTask<BackendLoginResult> LoginAt(
+        BackendEndpoint backend,
+        IPEndPoint address,
+        ImapCredentials credentials,
+        ClientIdentity clientIdentity,
+        ClientEndpoints endpoints,
+        string sessionId,
+        int ttl,
+        CancellationToken cancellationToken)
+    {
         var dialogue = new BackendLoginDialogue(_dialogue, backend, credentials, clientIdentity, endpoints, sessionId, ttl);
         var phases = new HandoverPhases(_timeProvider, backend);
-        if (backend.Tls == BackendTls.None && backend.Address is { } address && endpoints.ClientStream is EpollStream near && _sockets is EpollEngine)
+        if (backend.Tls == BackendTls.None && endpoints.ClientStream is EpollStream near && _sockets is EpollEngine)
         {
             return new EpollBackendLogin(near.Socket.Loop, _options, _timeProvider, dialogue, phases, credentials.Mechanism, address, endpoints)
                 .Start(cancellationToken);
         }
 
-        return LoginStreamAsync(dialogue, phases, backend, credentials.Mechanism, endpoints, cancellationToken);
+        return LoginStreamAsync(dialogue, phases, backend, address, credentials.Mechanism, endpoints, cancellationToken);
+    }
+
+    /// <summary>
+    /// A backend given by name: its addresses (<see cref="BackendAddresses"/>: in memory, looked up again in the
+    /// background once older than <c>Backends:DnsRefresh</c>), each tried in turn until one takes a connection. When
+    /// none does, the name is looked up afresh at the next login (the pods behind it may have moved). The lookup a
+    /// login has to wait for is bounded by the connect's limit.
+    /// </summary>
+    private async ValueTask<BackendLoginResult> LoginByNameAsync(
+        BackendEndpoint backend,
+        ImapCredentials credentials,
+        ClientIdentity clientIdentity,
+        ClientEndpoints endpoints,
+        string sessionId,
+        int ttl,
+        CancellationToken cancellationToken)
+    {
+        IPAddress[] addresses;
+        try
+        {
+            var resolving = _addresses.ResolveAsync(backend.Host, cancellationToken);
+            addresses = resolving.IsCompletedSuccessfully
+                ? resolving.Result
+                : await resolving.AsTask().WaitAsync(_options.ConnectTimeout, _timeProvider, cancellationToken);
+        }
+        catch (SocketException ex)
+        {
+            return new(BackendLoginOutcome.ConnectFailed, null, "name lookup failed: " + ex.SocketErrorCode) { ErrorType = "dns" };
+        }
+        catch (TimeoutException)
+        {
+            return new(BackendLoginOutcome.ConnectFailed, null, "name lookup timed out") { ErrorType = "dns" };
+        }
+
+        BackendLoginResult result = default;
+        foreach (var address in addresses)
+        {
+            result = await LoginAt(backend, new IPEndPoint(address, backend.Port), credentials, clientIdentity, endpoints, sessionId, ttl, cancellationToken);
+            if (result.Outcome != BackendLoginOutcome.ConnectFailed)
+            {
+                return result;
+            }
+        }
+
+        _addresses.Forget(backend.Host);
+        return result;
     }
 
     /// <summary>The hand-over through the socket engine's streams: any backend, TLS included.</summary>
@@ -127,6 +196,7 @@ internal sealed class BackendConnector
         BackendLoginDialogue dialogue,
         HandoverPhases phases,
         BackendEndpoint backend,
+        IPEndPoint address,
         LoginMechanism mechanism,
         ClientEndpoints endpoints,
         CancellationToken cancellationToken)
@@ -143,7 +213,7 @@ internal sealed class BackendConnector
         try
         {
             var token = timeout.Token;
-            socketStream = await _sockets.ConnectAsync(backend.Host, backend.Port, endpoints.ClientStream, token);
+            socketStream = await _sockets.ConnectAsync(address, endpoints.ClientStream, token);
             stream = socketStream;
             var left = _options.LoginTimeout - _timeProvider.GetElapsedTime(started);
             timeout.CancelAfter(left > TimeSpan.Zero ? left : TimeSpan.Zero);

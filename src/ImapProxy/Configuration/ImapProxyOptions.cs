@@ -159,6 +159,12 @@ public sealed class BackendsOptions
     /// <summary>File holding the master user's password (never put secrets in configuration).</summary>
     public string? MasterPasswordFile { get; set; }
 
+    /// <summary>
+    /// How long a backend host name's addresses are used before they are looked up again (in the background: logins go
+    /// on with the last answer meanwhile). A name none of whose addresses takes a connection is looked up at the next login.
+    /// </summary>
+    public TimeSpan DnsRefresh { get; set; } = TimeSpan.FromSeconds(30);
+
     /// <summary>Longest response line accepted from a backend during the hand-over.</summary>
     public int MaxResponseLine { get; set; } = 64 * 1024;
 

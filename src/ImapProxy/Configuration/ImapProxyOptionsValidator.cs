@@ -117,6 +117,7 @@ internal sealed class ImapProxyOptionsValidator : IValidateOptions<ImapProxyOpti
         var backends = options.Backends;
         CheckPositive(errors, $"{P}:Backends:ConnectTimeout", backends.ConnectTimeout);
         CheckPositive(errors, $"{P}:Backends:LoginTimeout", backends.LoginTimeout);
+        CheckPositive(errors, $"{P}:Backends:DnsRefresh", backends.DnsRefresh);
         CheckRange(errors, $"{P}:Backends:ProxyTtl", backends.ProxyTtl, 1, 64);
         CheckRange(errors, $"{P}:Backends:MaxResponseLine", backends.MaxResponseLine, 1024, 16 * 1024 * 1024);
         if (backends.CaFile is not null)

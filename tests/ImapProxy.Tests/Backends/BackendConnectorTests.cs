@@ -148,6 +148,71 @@ public sealed class BackendConnectorTests : IAsyncLifetime
         Assert.Equal(0, await backendFake.ReceiveAsync(buffer).WaitAsync(s_limit)); // the proxy closed its socket
     }
 
+    [Theory]
+    [InlineData(SocketEngineKind.Epoll)]
+    [InlineData(SocketEngineKind.DotNet)]
+    public async Task ABackendGivenByName_IsReachedAtTheFirstAddressThatTakesAConnection_AndTheNameIsLookedUpOnce(SocketEngineKind engine)
+    {
+        // The resolver is a fake: the name's first address (127.0.0.2) refuses, the second is the scripted backend's.
+        var lookUps = 0;
+        var (connector, endpoints) = await CreateAsync(engine, (host, _) =>
+        {
+            Assert.Equal("imap-backend", host);
+            Interlocked.Increment(ref lookUps);
+            return Task.FromResult(new[] { IPAddress.Parse("127.0.0.2"), IPAddress.Loopback });
+        });
+        var backend = new BackendEndpoint("b1", "imap-backend", Port, 1);
+
+        for (var i = 0; i < 2; i++)
+        {
+            var login = Login(connector, backend, endpoints, CancellationToken.None);
+            using var backendFake = await _listener.AcceptAsync().WaitAsync(s_limit);
+            await backendFake.SendAsync("* OK [CAPABILITY IMAP4rev1 ID SASL-IR AUTH=PLAIN] ready\r\n"u8.ToArray());
+            Assert.Equal("P2 AUTHENTICATE PLAIN AGFsaWNlAHMzY3JldA==", (await ReceiveLinesAsync(backendFake, 2))[1]);
+            await backendFake.SendAsync("P1 OK ID completed\r\nP2 OK [CAPABILITY IMAP4rev1] Logged in\r\n"u8.ToArray());
+
+            var result = await login.WaitAsync(s_limit);
+            Assert.Equal(BackendLoginOutcome.Success, result.Outcome);
+            await result.Connection!.DisposeAsync();
+        }
+
+        Assert.Equal(1, lookUps);
+    }
+
+    [Theory]
+    [InlineData(SocketEngineKind.Epoll)]
+    [InlineData(SocketEngineKind.DotNet)]
+    public async Task ABackendNameWhoseAddressesAllRefuse_IsAConnectFailure_AndIsLookedUpAgainAtTheNextLogin(SocketEngineKind engine)
+    {
+        var lookUps = 0;
+        var (connector, endpoints) = await CreateAsync(engine, (_, _) =>
+        {
+            Interlocked.Increment(ref lookUps);
+            return Task.FromResult(new[] { IPAddress.Parse("127.0.0.2"), IPAddress.Parse("127.0.0.3") });
+        });
+        var backend = new BackendEndpoint("b1", "imap-backend", Port, 1); // nothing listens on 127.0.0.2 or .3
+
+        for (var i = 1; i <= 2; i++)
+        {
+            var result = await Login(connector, backend, endpoints, CancellationToken.None).WaitAsync(s_limit);
+            Assert.Equal(BackendLoginOutcome.ConnectFailed, result.Outcome);
+            Assert.Equal("connect failed: ConnectionRefused", result.Detail);
+            Assert.Equal(i, lookUps);
+        }
+    }
+
+    [Fact]
+    public async Task ABackendNameThatDoesNotResolve_IsAConnectFailure()
+    {
+        var (connector, endpoints) = await CreateAsync(SocketEngineKind.Epoll, (_, _) => Task.FromException<IPAddress[]>(new SocketException((int)SocketError.HostNotFound)));
+
+        var result = await Login(connector, new BackendEndpoint("b1", "imap-backend", Port, 1), endpoints, CancellationToken.None).WaitAsync(s_limit);
+
+        Assert.Equal(BackendLoginOutcome.ConnectFailed, result.Outcome);
+        Assert.Equal("name lookup failed: HostNotFound", result.Detail);
+        Assert.Equal("dns", result.ErrorType);
+    }
+
     private int Port => ((IPEndPoint)_listener.LocalEndPoint!).Port;
 
     private static Task<BackendLoginResult> Login(BackendConnector connector, BackendEndpoint backend, ClientEndpoints endpoints, CancellationToken cancellationToken)
@@ -157,13 +222,13 @@ public sealed class BackendConnectorTests : IAsyncLifetime
     }
 
     /// <summary>A connector on <paramref name="kind"/>, and a client connection of that engine to hand over for.</summary>
-    private async Task<(BackendConnector Connector, ClientEndpoints Endpoints)> CreateAsync(SocketEngineKind kind)
+    private async Task<(BackendConnector Connector, ClientEndpoints Endpoints)> CreateAsync(SocketEngineKind kind, Func<string, CancellationToken, Task<IPAddress[]>>? lookUpFake = null)
     {
         var options = Options.Create(new ImapProxyOptions());
         ISocketEngine engine = kind == SocketEngineKind.Epoll ? _epoll : DotNetSocketEngine.Instance;
         var trim = new AllocatorTrim(options, TimeProvider.System, NullLogger<AllocatorTrim>.Instance);
         _owned.Add(trim);
-        var connector = new BackendConnector(options, TimeProvider.System, new TlsBufferPolicy(options, trim, NullLogger<TlsBufferPolicy>.Instance), engine);
+        var connector = new BackendConnector(options, TimeProvider.System, new TlsBufferPolicy(options, trim, NullLogger<TlsBufferPolicy>.Instance), engine, lookUpFake);
 
         var (client, proxySide) = await LoopbackSockets.ConnectPairAsync();
         _owned.Add(client);

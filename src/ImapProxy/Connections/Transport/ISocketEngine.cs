@@ -1,3 +1,4 @@
+using System.Net;
 using System.Net.Sockets;
 
 namespace ImapProxy.Connections.Transport;
@@ -17,11 +18,11 @@ internal interface ISocketEngine
     Stream Attach(Socket socket);
 
     /// <summary>
-    /// Connects to <paramref name="host"/> (an address, or a name tried address by address) and returns a stream over
-    /// the new socket (an <see cref="ISocketControl"/> too), which owns it. <paramref name="near"/>, a stream of the
-    /// same session, lets the engine keep both on one thread. Failures are <see cref="SocketException"/>s.
+    /// Connects to <paramref name="endpoint"/> and returns a stream over the new socket (an <see cref="ISocketControl"/>
+    /// too), which owns it. <paramref name="near"/>, a stream of the same session, lets the engine keep both on one
+    /// thread. Failures are <see cref="SocketException"/>s. Names are the caller's to resolve (<c>BackendAddresses</c>).
     /// </summary>
-    ValueTask<Stream> ConnectAsync(string host, int port, Stream? near, CancellationToken cancellationToken);
+    ValueTask<Stream> ConnectAsync(IPEndPoint endpoint, Stream? near, CancellationToken cancellationToken);
 }
 
 /// <summary>
@@ -47,12 +48,12 @@ internal sealed class DotNetSocketEngine : ISocketEngine
 
     public Stream Attach(Socket socket) => new SocketStream(socket);
 
-    public async ValueTask<Stream> ConnectAsync(string host, int port, Stream? near, CancellationToken cancellationToken)
+    public async ValueTask<Stream> ConnectAsync(IPEndPoint endpoint, Stream? near, CancellationToken cancellationToken)
     {
-        var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        var socket = new Socket(endpoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
         try
         {
-            await socket.ConnectAsync(host, port, cancellationToken);
+            await socket.ConnectAsync(endpoint, cancellationToken);
             return new SocketStream(socket);
         }
         catch

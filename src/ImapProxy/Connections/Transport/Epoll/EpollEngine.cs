@@ -60,32 +60,11 @@ internal sealed class EpollEngine : ISocketEngine, IDisposable
 
     public Stream Attach(Socket socket) => new EpollStream(new EpollSocket(socket, NextLoop()));
 
-    public async ValueTask<Stream> ConnectAsync(string host, int port, Stream? near, CancellationToken cancellationToken)
+    public async ValueTask<Stream> ConnectAsync(IPEndPoint endpoint, Stream? near, CancellationToken cancellationToken)
     {
         // The backend side of a session runs on its client's loop: one thread moves a command both ways.
         var loop = (near as EpollStream)?.Socket.Loop ?? NextLoop();
-        var addresses = IPAddress.TryParse(host, out var literal) ? [literal] : await Dns.GetHostAddressesAsync(host, cancellationToken);
-        if (addresses.Length == 0)
-        {
-            throw new SocketException((int)SocketError.HostNotFound);
-        }
-
-        // Each address in turn, as Socket.ConnectAsync(host, port) does; the last failure is the one reported.
-        SocketException? failure = null;
-        foreach (var address in addresses)
-        {
-            try
-            {
-                var socket = await EpollSocket.ConnectAsync(loop, new IPEndPoint(address, port), cancellationToken);
-                return new EpollStream(socket);
-            }
-            catch (SocketException ex)
-            {
-                failure = ex;
-            }
-        }
-
-        throw failure!;
+        return new EpollStream(await EpollSocket.ConnectAsync(loop, endpoint, cancellationToken));
     }
 
     public void Dispose()
