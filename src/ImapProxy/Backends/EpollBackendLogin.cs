@@ -15,8 +15,9 @@ namespace ImapProxy.Backends;
 /// </summary>
 /// <remarks>
 /// Everything runs on the loop thread: the events, the time limit's expiry and the caller's cancellation (both
-/// queued to it, and run after its last event when the thread is stopping: never beside an event). The result is set last, after the socket was let go of: the continuation it runs may splice the
-/// socket at once. Mirrors <see cref="BackendConnector"/>'s stream path outcome for outcome.
+/// queued to it, and run after its last event when the thread is stopping: never beside an event). The result is set
+/// last, after the socket was let go of: the continuation it runs may splice the socket at once. Mirrors
+/// <see cref="BackendConnector"/>'s stream path outcome for outcome.
 /// </remarks>
 #pragma warning disable CA1001 // The reader is returned when the hand-over ends (Release), whichever way it ends; nothing outside it disposes.
 internal sealed class EpollBackendLogin : IReadinessListener, IValueTaskSource<BackendLoginResult>

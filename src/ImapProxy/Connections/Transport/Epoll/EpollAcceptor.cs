@@ -15,8 +15,8 @@ internal delegate EpollSocket? AcceptOne(out IPEndPoint? remote, out SocketError
 /// One connection per event, as nginx does by default: a loop takes one, serves its other events, and finds the
 /// listening socket still readable on its next wait if more are queued, so a burst of connections never starves the
 /// sessions on that thread. Accepting is one accept4 (non-blocking and close-on-exec from the start; no delay comes
-/// from the listening socket, on which the constructor sets it), and gives an <see cref="EpollSocket"/> that owns its descriptor, with no .NET socket object.
-/// A loop that finds the connection taken already (the exclusive wake-up still lets a loop that was busy, not waiting,
+/// from the listening socket, on which the constructor sets it), and gives an <see cref="EpollSocket"/> that owns its
+/// descriptor, with no .NET socket object. A loop that finds the connection taken already (the exclusive wake-up still lets a loop that was busy, not waiting,
 /// find the socket readable: up to 0.6 such accepts per connection measured under a login load) pays one system call
 /// that says EAGAIN, and no exception (a .NET <see cref="Socket.Accept"/> threw one each time). Running out of
 /// descriptors or buffers takes the socket out of every loop for <see cref="PauseOnExhaustion"/> instead of waking on
