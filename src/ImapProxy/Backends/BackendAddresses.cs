@@ -7,15 +7,22 @@ namespace ImapProxy.Backends;
 /// <summary>
 /// The addresses of backends given by host name (a Kubernetes service, a StatefulSet pod's name), looked up once per
 /// <c>Backends:DnsRefresh</c> instead of at every login. A login finds them in memory; once they are older than the
-/// refresh interval it still uses them while one lookup, in the background, replaces them (a name server that is slow
-/// or down delays no login, and its failures keep the last good answer). Only a name never resolved, or one
-/// <see cref="Forget"/> dropped because none of its addresses took a connection, makes a login wait for the lookup;
-/// logins waiting for the same name share one lookup.
+/// refresh interval it still uses them while one lookup, in the background, replaces them: a name server that is slow
+/// or down delays no login, and its failures keep the last good answer for up to <see cref="StaleLimit"/> intervals
+/// (a name it says is gone loses it at once). Only a name never resolved, or one <see cref="Forget"/> dropped because
+/// none of its addresses took a connection, makes a login wait for the lookup; logins waiting for the same name share
+/// one lookup, and a failed one is not tried again for <see cref="RetryAfterFailure"/>.
 /// </summary>
 internal sealed class BackendAddresses
 {
     /// <summary>Names kept at most (backends come and go in Consul); past it the cache starts afresh.</summary>
     internal const int MaxNames = 4096;
+
+    /// <summary>How many refresh intervals an answer is still used while every lookup fails (a resolver outage).</summary>
+    internal const int StaleLimit = 10;
+
+    /// <summary>How soon a failed lookup is tried again (the refresh interval, when shorter).</summary>
+    internal static readonly TimeSpan RetryAfterFailure = TimeSpan.FromSeconds(5);
 
     private readonly ConcurrentDictionary<string, Entry> _entries = new(StringComparer.OrdinalIgnoreCase);
     private readonly TimeProvider _timeProvider;
@@ -34,10 +41,11 @@ internal sealed class BackendAddresses
     }
 
     /// <summary>
-    /// The addresses of <paramref name="host"/>, in the resolver's order; a name that resolves to none fails with a
-    /// <see cref="SocketException"/> (HostNotFound), as the resolver's own failures do.
+    /// The addresses of <paramref name="host"/>, in the resolver's order. A name that resolves to none fails with a
+    /// <see cref="SocketException"/> (HostNotFound), as the resolver's own failures do; a lookup the login waits for
+    /// longer than <paramref name="limit"/> with a <see cref="TimeoutException"/>.
     /// </summary>
-    public ValueTask<IPAddress[]> ResolveAsync(string host, CancellationToken cancellationToken)
+    public ValueTask<IPAddress[]> ResolveAsync(string host, TimeSpan limit, CancellationToken cancellationToken)
     {
         if (!_entries.TryGetValue(host, out var entry))
         {
@@ -49,28 +57,45 @@ internal sealed class BackendAddresses
             entry = _entries.GetOrAdd(host, static (host, cache) => new Entry(cache, host), this);
         }
 
-        return entry.GetAsync(cancellationToken);
+        return entry.GetAsync(limit, cancellationToken);
     }
 
-    /// <summary>None of <paramref name="host"/>'s addresses took a connection: the next login looks the name up again.</summary>
-    public void Forget(string host) => _entries.TryRemove(host, out _);
+    /// <summary>
+    /// None of <paramref name="tried"/>, <paramref name="host"/>'s addresses, took a connection: the next login looks
+    /// the name up again. An answer that replaced them meanwhile stays.
+    /// </summary>
+    public void Forget(string host, IPAddress[] tried)
+    {
+        if (_entries.TryGetValue(host, out var entry) && entry.Holds(tried))
+        {
+            _entries.TryRemove(KeyValuePair.Create(host, entry));
+        }
+    }
 
-    /// <summary>One name: its last good answer, when it was had, and the lookup under way (at most one).</summary>
+    private long Ticks(TimeSpan span) => (long)(span.TotalSeconds * _timeProvider.TimestampFrequency);
+
+    /// <summary>
+    /// One name: its last good answer, when it was had, the last failure, when the next lookup is due, and the lookup
+    /// under way (at most one).
+    /// </summary>
     private sealed class Entry(BackendAddresses cache, string host)
     {
         private readonly Lock _lock = new();
         private IPAddress[]? _addresses;
         private long _resolvedAt;
+        private long _nextLookUpAt;
+        private SocketError _failure = SocketError.Success;
         private Task<IPAddress[]>? _lookUp;
 
-        public ValueTask<IPAddress[]> GetAsync(CancellationToken cancellationToken)
+        public ValueTask<IPAddress[]> GetAsync(TimeSpan limit, CancellationToken cancellationToken)
         {
             Task<IPAddress[]> lookUp;
             lock (_lock)
             {
+                var due = cache._timeProvider.GetTimestamp() >= _nextLookUpAt;
                 if (_addresses is { } known)
                 {
-                    if (cache._timeProvider.GetElapsedTime(_resolvedAt) >= cache._refresh)
+                    if (due)
                     {
                         _ = StartLookUp(); // in the background: this login goes on with what is known
                     }
@@ -78,14 +103,39 @@ internal sealed class BackendAddresses
                     return ValueTask.FromResult(known);
                 }
 
+                if (!due && _failure != SocketError.Success)
+                {
+                    // The lookup failed a moment ago: this login fails at once, not with one more question to the resolver.
+                    return ValueTask.FromException<IPAddress[]>(new SocketException((int)_failure));
+                }
+
                 lookUp = StartLookUp();
             }
 
-            return new ValueTask<IPAddress[]>(lookUp.WaitAsync(cancellationToken));
+            return new ValueTask<IPAddress[]>(lookUp.WaitAsync(limit, cache._timeProvider, cancellationToken));
+        }
+
+        public bool Holds(IPAddress[] addresses)
+        {
+            lock (_lock)
+            {
+                return ReferenceEquals(_addresses, addresses);
+            }
         }
 
         /// <summary>The lookup under way, or a new one. Under the lock.</summary>
-        private Task<IPAddress[]> StartLookUp() => _lookUp ??= LookUpAsync();
+        private Task<IPAddress[]> StartLookUp()
+        {
+            if (_lookUp is null)
+            {
+                _lookUp = LookUpAsync();
+
+                // A refresh nobody waits for, or one whose logins stopped waiting: its failure is observed here.
+                _lookUp.ContinueWith(static task => _ = task.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted | TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+            }
+
+            return _lookUp;
+        }
 
         private async Task<IPAddress[]> LookUpAsync()
         {
@@ -101,16 +151,36 @@ internal sealed class BackendAddresses
                 lock (_lock)
                 {
                     _addresses = addresses;
+                    _failure = SocketError.Success;
                     _resolvedAt = cache._timeProvider.GetTimestamp();
+                    _nextLookUpAt = _resolvedAt + cache.Ticks(cache._refresh);
                 }
 
                 return addresses;
+            }
+            catch (SocketException ex)
+            {
+                lock (_lock)
+                {
+                    var now = cache._timeProvider.GetTimestamp();
+                    _failure = ex.SocketErrorCode;
+                    _nextLookUpAt = now + cache.Ticks(cache._refresh < RetryAfterFailure ? cache._refresh : RetryAfterFailure);
+
+                    // A name that is gone takes its addresses with it (they may be another server's by now). Otherwise
+                    // the resolver failed: the last answer serves on, for a while.
+                    if (ex.SocketErrorCode is SocketError.HostNotFound or SocketError.NoData || now - _resolvedAt >= cache.Ticks(cache._refresh * StaleLimit))
+                    {
+                        _addresses = null;
+                    }
+                }
+
+                throw;
             }
             finally
             {
                 lock (_lock)
                 {
-                    _lookUp = null; // a failure leaves the last good answer (if any) for the next refresh to replace
+                    _lookUp = null;
                 }
             }
         }

@@ -147,9 +147,10 @@ internal sealed class BackendConnector
 
     /// <summary>
     /// A backend given by name: its addresses (<see cref="BackendAddresses"/>: in memory, looked up again in the
-    /// background once older than <c>Backends:DnsRefresh</c>), each tried in turn until one takes a connection. When
-    /// none does, the name is looked up afresh at the next login (the pods behind it may have moved). The lookup a
-    /// login has to wait for is bounded by the connect's limit.
+    /// background once older than <c>Backends:DnsRefresh</c>), each tried in turn until one takes a connection, and no
+    /// further one once the attempts have taken the connect's limit. When none does, the name is looked up afresh at the
+    /// next login (the pods behind it may have moved). The lookup a login has to wait for is bounded by the connect's
+    /// limit too. The hand-over's durations and spans are those of the last attempt.
     /// </summary>
     private async ValueTask<BackendLoginResult> LoginByNameAsync(
         BackendEndpoint backend,
@@ -163,10 +164,7 @@ internal sealed class BackendConnector
         IPAddress[] addresses;
         try
         {
-            var resolving = _addresses.ResolveAsync(backend.Host, cancellationToken);
-            addresses = resolving.IsCompletedSuccessfully
-                ? resolving.Result
-                : await resolving.AsTask().WaitAsync(_options.ConnectTimeout, _timeProvider, cancellationToken);
+            addresses = await _addresses.ResolveAsync(backend.Host, _options.ConnectTimeout, cancellationToken);
         }
         catch (SocketException ex)
         {
@@ -178,16 +176,21 @@ internal sealed class BackendConnector
         }
 
         BackendLoginResult result = default;
+        var started = _timeProvider.GetTimestamp();
         foreach (var address in addresses)
         {
             result = await LoginAt(backend, new IPEndPoint(address, backend.Port), credentials, clientIdentity, endpoints, sessionId, ttl, cancellationToken);
-            if (result.Outcome != BackendLoginOutcome.ConnectFailed)
+            if (result.Outcome != BackendLoginOutcome.ConnectFailed || _timeProvider.GetElapsedTime(started) >= _options.ConnectTimeout)
             {
-                return result;
+                break;
             }
         }
 
-        _addresses.Forget(backend.Host);
+        if (result.Outcome == BackendLoginOutcome.ConnectFailed)
+        {
+            _addresses.Forget(backend.Host, addresses);
+        }
+
         return result;
     }
 

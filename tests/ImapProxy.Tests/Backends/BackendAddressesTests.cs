@@ -14,6 +14,7 @@ public sealed class BackendAddressesTests
 {
     private static readonly TimeSpan s_limit = TimeSpan.FromSeconds(30);
     private static readonly TimeSpan s_refresh = TimeSpan.FromSeconds(30);
+    private static readonly TimeSpan s_wait = TimeSpan.FromSeconds(5); // how long a login waits for a lookup
     private static readonly IPAddress[] s_first = [IPAddress.Parse("10.0.0.1")];
     private static readonly IPAddress[] s_second = [IPAddress.Parse("10.0.0.2"), IPAddress.Parse("10.0.0.3")];
 
@@ -26,8 +27,8 @@ public sealed class BackendAddressesTests
     [Fact]
     public async Task AName_IsLookedUpOnce_ForLoginsWaitingTogether_AndThenKnownUntilTheRefresh()
     {
-        var first = _addresses.ResolveAsync("imap-backend", CancellationToken.None);
-        var second = _addresses.ResolveAsync("IMAP-Backend", CancellationToken.None); // names are case-insensitive
+        var first = Resolve();
+        var second = _addresses.ResolveAsync("IMAP-Backend", s_wait, CancellationToken.None); // names are case-insensitive
         var lookUp = await NextLookUpAsync(0);
         Assert.False(first.IsCompleted);
 
@@ -51,39 +52,68 @@ public sealed class BackendAddressesTests
         var refresh = await NextLookUpAsync(1);
 
         refresh.SetResult(s_second);
-        while (!ReferenceEquals(await AtOnceAsync(), s_second))
-        {
-            await WaitForAsync(() => true); // a turn for the refresh's continuation
-        }
-
+        await WaitForAsync(async () => ReferenceEquals(await AtOnceAsync(), s_second));
         Assert.Equal(2, LookUps().Count); // one refresh for both logins
     }
 
     [Fact]
-    public async Task AFailedRefresh_KeepsTheLastGoodAnswer_AndTheNextLoginTriesAgain()
+    public async Task AFailedRefresh_KeepsTheLastGoodAnswer_AndIsTriedAgainAfterAPause()
     {
         await KnowAsync(s_first);
         _time.Advance(s_refresh);
         Assert.Same(s_first, await AtOnceAsync());
-        var failing = await NextLookUpAsync(1);
+        (await NextLookUpAsync(1)).SetException(new SocketException((int)SocketError.TryAgain));
+        await WaitForLookUpToEndAsync();
 
-        failing.SetException(new SocketException((int)SocketError.TryAgain));
-
-        // Each login after the failure still gets the last answer, and one of them starts the next attempt.
-        while (LookUps().Count < 3)
-        {
-            Assert.Same(s_first, await AtOnceAsync());
-            await WaitForAsync(() => true);
-        }
+        // The resolver is not asked at every login while it fails: only once the pause is over.
+        Assert.Same(s_first, await AtOnceAsync());
+        Assert.Equal(2, LookUps().Count);
+        _time.Advance(BackendAddresses.RetryAfterFailure);
+        Assert.Same(s_first, await AtOnceAsync());
+        (await NextLookUpAsync(2)).SetResult(s_second);
+        await WaitForAsync(async () => ReferenceEquals(await AtOnceAsync(), s_second));
     }
 
     [Fact]
-    public async Task AForgottenName_IsLookedUpAgain_AndTheLoginWaitsForTheNewAnswer()
+    public async Task ALastAnswer_IsDropped_WhenTheNameIsGone_OrTheResolverHasFailedForLong()
+    {
+        // Gone: the next logins fail at once (no lookup each) until the pause is over.
+        await KnowAsync(s_first);
+        _time.Advance(s_refresh);
+        Assert.Same(s_first, await AtOnceAsync());
+        (await NextLookUpAsync(1)).SetException(new SocketException((int)SocketError.HostNotFound));
+        await WaitForLookUpToEndAsync();
+        var gone = Resolve();
+        Assert.True(gone.IsFaulted);
+        Assert.Equal(SocketError.HostNotFound, (await Assert.ThrowsAsync<SocketException>(() => gone.AsTask())).SocketErrorCode);
+        Assert.Equal(2, LookUps().Count);
+
+        // Back again after the pause: the login waits for the lookup.
+        _time.Advance(BackendAddresses.RetryAfterFailure);
+        var back = Resolve();
+        (await NextLookUpAsync(2)).SetResult(s_second);
+        Assert.Same(s_second, await back.AsTask().WaitAsync(s_limit));
+
+        // A resolver failing for StaleLimit refresh intervals: the answer goes too.
+        _time.Advance(s_refresh * BackendAddresses.StaleLimit);
+        Assert.Same(s_second, await AtOnceAsync());
+        (await NextLookUpAsync(3)).SetException(new SocketException((int)SocketError.TryAgain));
+        await WaitForLookUpToEndAsync();
+        var dropped = Resolve();
+        Assert.True(dropped.IsFaulted);
+        Assert.Equal(SocketError.TryAgain, (await Assert.ThrowsAsync<SocketException>(() => dropped.AsTask())).SocketErrorCode);
+    }
+
+    [Fact]
+    public async Task AForgottenName_IsLookedUpAgain_AndTheLoginWaitsForTheNewAnswer_UnlessANewerAnswerCameMeanwhile()
     {
         await KnowAsync(s_first);
 
-        _addresses.Forget("imap-backend");
-        var next = _addresses.ResolveAsync("imap-backend", CancellationToken.None);
+        _addresses.Forget("imap-backend", s_second); // not the answer it holds: kept
+        Assert.Same(s_first, await AtOnceAsync());
+
+        _addresses.Forget("imap-backend", s_first);
+        var next = Resolve();
         var lookUp = await NextLookUpAsync(1);
         Assert.False(next.IsCompleted);
         lookUp.SetResult(s_second);
@@ -92,18 +122,22 @@ public sealed class BackendAddressesTests
     }
 
     [Fact]
-    public async Task ANameWithoutAddresses_FailsAsNotFound_AndAWaitingLoginCanBeCancelled()
+    public async Task ANameWithoutAddresses_FailsAsNotFound_AndAWaitingLoginCanGiveUp()
     {
-        var empty = _addresses.ResolveAsync("imap-backend", CancellationToken.None);
+        var empty = Resolve();
         (await NextLookUpAsync(0)).SetResult([]);
         var error = await Assert.ThrowsAsync<SocketException>(() => empty.AsTask().WaitAsync(s_limit));
         Assert.Equal(SocketError.HostNotFound, error.SocketErrorCode);
+        _time.Advance(BackendAddresses.RetryAfterFailure);
 
         using var cancel = new CancellationTokenSource();
-        var waiting = _addresses.ResolveAsync("imap-backend", cancel.Token);
+        var cancelled = _addresses.ResolveAsync("imap-backend", s_wait, cancel.Token);
+        var timedOut = Resolve();
         await NextLookUpAsync(1);
         cancel.Cancel();
-        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => waiting.AsTask().WaitAsync(s_limit));
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => cancelled.AsTask().WaitAsync(s_limit));
+        _time.Advance(s_wait);
+        await Assert.ThrowsAsync<TimeoutException>(() => timedOut.AsTask().WaitAsync(s_limit));
     }
 
     [Fact]
@@ -122,17 +156,19 @@ public sealed class BackendAddressesTests
 
         for (var i = 0; i <= BackendAddresses.MaxNames; i++)
         {
-            await addresses.ResolveAsync("backend-" + i, CancellationToken.None).AsTask().WaitAsync(s_limit);
+            await addresses.ResolveAsync("backend-" + i, s_wait, CancellationToken.None).AsTask().WaitAsync(s_limit);
         }
 
-        await addresses.ResolveAsync("backend-0", CancellationToken.None).AsTask().WaitAsync(s_limit);
+        await addresses.ResolveAsync("backend-0", s_wait, CancellationToken.None).AsTask().WaitAsync(s_limit);
         Assert.Equal(2, lookUps["backend-0"]); // dropped when the cache was full, looked up again
     }
+
+    private ValueTask<IPAddress[]> Resolve() => _addresses.ResolveAsync("imap-backend", s_wait, CancellationToken.None);
 
     /// <summary>The addresses a login gets without waiting (the cache knows some).</summary>
     private async Task<IPAddress[]> AtOnceAsync()
     {
-        var resolving = _addresses.ResolveAsync("imap-backend", CancellationToken.None);
+        var resolving = Resolve();
         Assert.True(resolving.IsCompletedSuccessfully);
         return await resolving;
     }
@@ -167,22 +203,32 @@ public sealed class BackendAddressesTests
     private async Task KnowAsync(IPAddress[] addresses)
     {
         var started = LookUps().Count;
-        var resolving = _addresses.ResolveAsync("imap-backend", CancellationToken.None);
+        var resolving = Resolve();
         (await NextLookUpAsync(started)).SetResult(addresses);
         Assert.Same(addresses, await resolving.AsTask().WaitAsync(s_limit));
+    }
+
+    /// <summary>The last lookup has ended and the cache has taken in its outcome (its task has completed).</summary>
+    private async Task WaitForLookUpToEndAsync()
+    {
+        var last = LookUps()[^1].Task;
+        await ((Task)last).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        await WaitForAsync(() => Task.FromResult(true)); // the cache's own continuation runs on the thread pool
     }
 
     /// <summary>
     /// Polls a condition the cache reaches on a thread-pool thread (nothing signals it), within the test's limit; at
     /// least one pause, so a continuation queued meanwhile gets its turn.
     /// </summary>
-    private static async Task WaitForAsync(Func<bool> condition)
+    private static Task WaitForAsync(Func<bool> condition) => WaitForAsync(() => Task.FromResult(condition()));
+
+    private static async Task WaitForAsync(Func<Task<bool>> condition)
     {
         using var limit = new CancellationTokenSource(s_limit);
         do
         {
             await Task.Delay(5, limit.Token);
         }
-        while (!condition());
+        while (!await condition());
     }
 }

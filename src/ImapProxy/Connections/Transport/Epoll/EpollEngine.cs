@@ -243,12 +243,14 @@ internal sealed unsafe class EpollLoop : IDisposable
             return;
         }
 
-        // Enqueue then look at _ended, while the thread sets _ended then empties the queue (both full fences): one of
-        // the two sees the other, and each work item is dequeued once.
-        _work.Enqueue((action, state));
+        // Enqueued, then _ended looked at, while the thread sets _ended, then empties the queue (full fences on both
+        // sides): one of the two sees the other. Whichever runs the work first claims it, so it runs once, and the
+        // caller runs nothing but its own. (An object per call: this is for time limits and cancellations, which are rare.)
+        var work = new ClaimedOnce(action, state);
+        _work.Enqueue((static work => ((ClaimedOnce)work!).Run(), work));
         if (Volatile.Read(ref _ended) != 0)
         {
-            RunQueued();
+            work.Run();
         }
         else if (Interlocked.Exchange(ref _wakePending, 1) == 0)
         {
@@ -256,7 +258,10 @@ internal sealed unsafe class EpollLoop : IDisposable
         }
     }
 
-    /// <summary>Whether <see cref="Dispose"/> has begun: <see cref="Execute"/> and <see cref="Post"/> refuse work from now on.</summary>
+    /// <summary>
+    /// Whether the loop is stopping (<see cref="Dispose"/> has begun, or its thread ended on an error):
+    /// <see cref="Execute"/> and <see cref="Post"/> refuse work from now on.
+    /// </summary>
     internal bool IsStopping => _stopping;
 
     /// <summary>
@@ -429,9 +434,15 @@ internal sealed unsafe class EpollLoop : IDisposable
         }
         finally
         {
-            // Work queued until now runs here, after the last event; what ExecuteOrAfterStop queues later runs on its caller.
+            // Work queued until now runs here, after the last event; what ExecuteOrAfterStop queues later runs on its
+            // caller. A loop that ended on an error refuses work from now on, as a stopped one does.
+            _stopping = true;
             Interlocked.Exchange(ref _ended, 1);
-            RunQueued();
+            while (_work.TryDequeue(out var work))
+            {
+                Run(work.Action, work.State);
+            }
+
             NativeMemory.Free(events);
             if (wakeHeld)
             {
@@ -445,11 +456,17 @@ internal sealed unsafe class EpollLoop : IDisposable
         }
     }
 
-    private void RunQueued()
+    /// <summary>Work that may be run from two places (see <see cref="ExecuteOrAfterStop"/>), and runs at the first.</summary>
+    private sealed class ClaimedOnce(Action<object?> action, object? state)
     {
-        while (_work.TryDequeue(out var work))
+        private int _claimed;
+
+        public void Run()
         {
-            Run(work.Action, work.State);
+            if (Interlocked.Exchange(ref _claimed, 1) == 0)
+            {
+                action(state);
+            }
         }
     }
 
