@@ -158,23 +158,31 @@ internal sealed class BackendAddresses
 
                 return addresses;
             }
-            catch (SocketException ex)
+            catch (Exception ex)
             {
+                // What the resolver refuses as a name (too long, malformed) is a name that does not resolve, as it says
+                // for one that is not found: a failed lookup like any other, not a failure of the login's code.
+                var error = ex is SocketException socket ? socket.SocketErrorCode : SocketError.HostNotFound;
                 lock (_lock)
                 {
                     var now = cache._timeProvider.GetTimestamp();
-                    _failure = ex.SocketErrorCode;
+                    _failure = error;
                     _nextLookUpAt = now + cache.Ticks(cache._refresh < RetryAfterFailure ? cache._refresh : RetryAfterFailure);
 
                     // A name that is gone takes its addresses with it (they may be another server's by now). Otherwise
                     // the resolver failed: the last answer serves on, for a while.
-                    if (ex.SocketErrorCode is SocketError.HostNotFound or SocketError.NoData || now - _resolvedAt >= cache.Ticks(cache._refresh * StaleLimit))
+                    if (error is SocketError.HostNotFound or SocketError.NoData || now - _resolvedAt >= cache.Ticks(cache._refresh * StaleLimit))
                     {
                         _addresses = null;
                     }
                 }
 
-                throw;
+                if (ex is SocketException)
+                {
+                    throw;
+                }
+
+                throw new SocketException((int)error);
             }
             finally
             {

@@ -141,6 +141,16 @@ public sealed class BackendAddressesTests
     }
 
     [Fact]
+    public async Task ANameTheResolverRefuses_IsALookUpThatFailed()
+    {
+        var refused = Resolve();
+        (await NextLookUpAsync(0)).SetException(new ArgumentException("The hostname is not valid.", "hostNameOrAddress"));
+
+        var error = await Assert.ThrowsAsync<SocketException>(() => refused.AsTask().WaitAsync(s_limit));
+        Assert.Equal(SocketError.HostNotFound, error.SocketErrorCode);
+    }
+
+    [Fact]
     public async Task TheCache_KeepsABoundedNumberOfNames()
     {
         var lookUps = new Dictionary<string, int>();

@@ -245,7 +245,7 @@ internal sealed unsafe class EpollLoop : IDisposable
 
         // Enqueued, then _ended looked at, while the thread sets _ended, then empties the queue (full fences on both
         // sides): one of the two sees the other. Whichever runs the work first claims it, so it runs once, and the
-        // caller runs nothing but its own. (An object per call: this is for time limits and cancellations, which are rare.)
+        // caller runs nothing but its own. An object per call: this serves time limits and cancellations, both rare.
         var work = new ClaimedOnce(action, state);
         _work.Enqueue((static work => ((ClaimedOnce)work!).Run(), work));
         if (Volatile.Read(ref _ended) != 0)
