@@ -72,6 +72,9 @@ internal sealed class BackendAddresses
         }
     }
 
+    /// <summary>Whether a lookup of <paramref name="host"/> is under way (what the tests look at: when the resolver is asked).</summary>
+    internal bool IsLookingUp(string host) => _entries.TryGetValue(host, out var entry) && entry.IsLookingUp;
+
     private long Ticks(TimeSpan span) => (long)(span.TotalSeconds * _timeProvider.TimestampFrequency);
 
     /// <summary>
@@ -115,6 +118,17 @@ internal sealed class BackendAddresses
             return new ValueTask<IPAddress[]>(lookUp.WaitAsync(limit, cache._timeProvider, cancellationToken));
         }
 
+        public bool IsLookingUp
+        {
+            get
+            {
+                lock (_lock)
+                {
+                    return _lookUp is not null;
+                }
+            }
+        }
+
         public bool Holds(IPAddress[] addresses)
         {
             lock (_lock)
@@ -128,7 +142,7 @@ internal sealed class BackendAddresses
         {
             if (_lookUp is null)
             {
-                _lookUp = LookUpAsync();
+                _lookUp = Task.Run(LookUpAsync); // the caller holds the lock; the resolver is asked outside it
 
                 // A refresh nobody waits for, or one whose logins stopped waiting: its failure is observed here.
                 _lookUp.ContinueWith(static task => _ = task.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted | TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
@@ -139,7 +153,6 @@ internal sealed class BackendAddresses
 
         private async Task<IPAddress[]> LookUpAsync()
         {
-            await Task.Yield(); // the caller holds the lock; the resolver runs outside it
             try
             {
                 var addresses = await cache._lookUp(host, CancellationToken.None);

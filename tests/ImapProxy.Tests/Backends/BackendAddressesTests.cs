@@ -1,5 +1,6 @@
 using System.Net;
 using System.Net.Sockets;
+using System.Threading.Channels;
 using ImapProxy.Backends;
 using Microsoft.Extensions.Time.Testing;
 using Xunit;
@@ -8,7 +9,8 @@ namespace ImapProxy.Tests.Backends;
 
 /// <summary>
 /// Backends' host names looked up once per refresh interval. The resolver is a fake (each lookup waits for the test
-/// to answer it), so when lookups happen and what a login gets meanwhile is the point.
+/// to answer it), so when lookups happen and what a login gets meanwhile is the point. The fake's answers run the
+/// cache's own continuation at once, so the cache has taken an answer in when the test's call to give it returns.
 /// </summary>
 public sealed class BackendAddressesTests
 {
@@ -19,7 +21,8 @@ public sealed class BackendAddressesTests
     private static readonly IPAddress[] s_second = [IPAddress.Parse("10.0.0.2"), IPAddress.Parse("10.0.0.3")];
 
     private readonly FakeTimeProvider _time = new();
-    private readonly List<TaskCompletionSource<IPAddress[]>> _lookUps = [];
+    private readonly Channel<TaskCompletionSource<IPAddress[]>> _lookUps = Channel.CreateUnbounded<TaskCompletionSource<IPAddress[]>>();
+    private int _lookUpCount;
     private readonly BackendAddresses _addresses;
 
     public BackendAddressesTests() => _addresses = new BackendAddresses(_time, s_refresh, LookUpFake);
@@ -29,7 +32,7 @@ public sealed class BackendAddressesTests
     {
         var first = Resolve();
         var second = _addresses.ResolveAsync("IMAP-Backend", s_wait, CancellationToken.None); // names are case-insensitive
-        var lookUp = await NextLookUpAsync(0);
+        var lookUp = await NextLookUpAsync();
         Assert.False(first.IsCompleted);
 
         lookUp.SetResult(s_first);
@@ -38,7 +41,7 @@ public sealed class BackendAddressesTests
         Assert.Same(s_first, await second.AsTask().WaitAsync(s_limit));
         _time.Advance(s_refresh - TimeSpan.FromSeconds(1));
         Assert.Same(s_first, await AtOnceAsync());
-        Assert.Single(LookUps());
+        Assert.Equal(1, LookUpCount);
     }
 
     [Fact]
@@ -49,11 +52,11 @@ public sealed class BackendAddressesTests
 
         Assert.Same(s_first, await AtOnceAsync());
         Assert.Same(s_first, await AtOnceAsync());
-        var refresh = await NextLookUpAsync(1);
+        var refresh = await NextLookUpAsync();
 
         refresh.SetResult(s_second);
-        await WaitForAsync(async () => ReferenceEquals(await AtOnceAsync(), s_second));
-        Assert.Equal(2, LookUps().Count); // one refresh for both logins
+        Assert.Same(s_second, await AtOnceAsync());
+        Assert.Equal(2, LookUpCount); // one refresh for both logins
     }
 
     [Fact]
@@ -62,16 +65,17 @@ public sealed class BackendAddressesTests
         await KnowAsync(s_first);
         _time.Advance(s_refresh);
         Assert.Same(s_first, await AtOnceAsync());
-        (await NextLookUpAsync(1)).SetException(new SocketException((int)SocketError.TryAgain));
-        await WaitForLookUpToEndAsync();
+        (await NextLookUpAsync()).SetException(new SocketException((int)SocketError.TryAgain));
 
         // The resolver is not asked at every login while it fails: only once the pause is over.
         Assert.Same(s_first, await AtOnceAsync());
-        Assert.Equal(2, LookUps().Count);
+        Assert.False(_addresses.IsLookingUp("imap-backend"));
         _time.Advance(BackendAddresses.RetryAfterFailure);
         Assert.Same(s_first, await AtOnceAsync());
-        (await NextLookUpAsync(2)).SetResult(s_second);
-        await WaitForAsync(async () => ReferenceEquals(await AtOnceAsync(), s_second));
+        Assert.True(_addresses.IsLookingUp("imap-backend"));
+        (await NextLookUpAsync()).SetResult(s_second);
+        Assert.False(_addresses.IsLookingUp("imap-backend"));
+        Assert.Same(s_second, await AtOnceAsync());
     }
 
     [Fact]
@@ -81,24 +85,22 @@ public sealed class BackendAddressesTests
         await KnowAsync(s_first);
         _time.Advance(s_refresh);
         Assert.Same(s_first, await AtOnceAsync());
-        (await NextLookUpAsync(1)).SetException(new SocketException((int)SocketError.HostNotFound));
-        await WaitForLookUpToEndAsync();
+        (await NextLookUpAsync()).SetException(new SocketException((int)SocketError.HostNotFound));
         var gone = Resolve();
         Assert.True(gone.IsFaulted);
         Assert.Equal(SocketError.HostNotFound, (await Assert.ThrowsAsync<SocketException>(() => gone.AsTask())).SocketErrorCode);
-        Assert.Equal(2, LookUps().Count);
+        Assert.False(_addresses.IsLookingUp("imap-backend"));
 
         // Back again after the pause: the login waits for the lookup.
         _time.Advance(BackendAddresses.RetryAfterFailure);
         var back = Resolve();
-        (await NextLookUpAsync(2)).SetResult(s_second);
+        (await NextLookUpAsync()).SetResult(s_second);
         Assert.Same(s_second, await back.AsTask().WaitAsync(s_limit));
 
         // A resolver failing for StaleLimit refresh intervals: the answer goes too.
         _time.Advance(s_refresh * BackendAddresses.StaleLimit);
         Assert.Same(s_second, await AtOnceAsync());
-        (await NextLookUpAsync(3)).SetException(new SocketException((int)SocketError.TryAgain));
-        await WaitForLookUpToEndAsync();
+        (await NextLookUpAsync()).SetException(new SocketException((int)SocketError.TryAgain));
         var dropped = Resolve();
         Assert.True(dropped.IsFaulted);
         Assert.Equal(SocketError.TryAgain, (await Assert.ThrowsAsync<SocketException>(() => dropped.AsTask())).SocketErrorCode);
@@ -114,7 +116,7 @@ public sealed class BackendAddressesTests
 
         _addresses.Forget("imap-backend", s_first);
         var next = Resolve();
-        var lookUp = await NextLookUpAsync(1);
+        var lookUp = await NextLookUpAsync();
         Assert.False(next.IsCompleted);
         lookUp.SetResult(s_second);
 
@@ -125,7 +127,7 @@ public sealed class BackendAddressesTests
     public async Task ANameWithoutAddresses_FailsAsNotFound_AndAWaitingLoginCanGiveUp()
     {
         var empty = Resolve();
-        (await NextLookUpAsync(0)).SetResult([]);
+        (await NextLookUpAsync()).SetResult([]);
         var error = await Assert.ThrowsAsync<SocketException>(() => empty.AsTask().WaitAsync(s_limit));
         Assert.Equal(SocketError.HostNotFound, error.SocketErrorCode);
         _time.Advance(BackendAddresses.RetryAfterFailure);
@@ -133,7 +135,7 @@ public sealed class BackendAddressesTests
         using var cancel = new CancellationTokenSource();
         var cancelled = _addresses.ResolveAsync("imap-backend", s_wait, cancel.Token);
         var timedOut = Resolve();
-        await NextLookUpAsync(1);
+        await NextLookUpAsync();
         cancel.Cancel();
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => cancelled.AsTask().WaitAsync(s_limit));
         _time.Advance(s_wait);
@@ -144,7 +146,7 @@ public sealed class BackendAddressesTests
     public async Task ANameTheResolverRefuses_IsALookUpThatFailed()
     {
         var refused = Resolve();
-        (await NextLookUpAsync(0)).SetException(new ArgumentException("The hostname is not valid.", "hostNameOrAddress"));
+        (await NextLookUpAsync()).SetException(new ArgumentException("The hostname is not valid.", "hostNameOrAddress"));
 
         var error = await Assert.ThrowsAsync<SocketException>(() => refused.AsTask().WaitAsync(s_limit));
         Assert.Equal(SocketError.HostNotFound, error.SocketErrorCode);
@@ -183,62 +185,27 @@ public sealed class BackendAddressesTests
         return await resolving;
     }
 
+    private int LookUpCount => Volatile.Read(ref _lookUpCount);
+
     private Task<IPAddress[]> LookUpFake(string host, CancellationToken cancellationToken)
     {
         Assert.Equal("imap-backend", host, ignoreCase: true);
-        var lookUp = new TaskCompletionSource<IPAddress[]>(TaskCreationOptions.RunContinuationsAsynchronously);
-        lock (_lookUps)
-        {
-            _lookUps.Add(lookUp);
-        }
 
+        // Continuations run where the test answers: the cache takes the answer in before SetResult returns.
+        var lookUp = new TaskCompletionSource<IPAddress[]>();
+        Interlocked.Increment(ref _lookUpCount);
+        Assert.True(_lookUps.Writer.TryWrite(lookUp));
         return lookUp.Task;
     }
 
-    private List<TaskCompletionSource<IPAddress[]>> LookUps()
-    {
-        lock (_lookUps)
-        {
-            return [.. _lookUps];
-        }
-    }
-
-    /// <summary>The lookup number <paramref name="index"/> (from 0), once the cache has started it (it starts them off the caller's thread).</summary>
-    private async Task<TaskCompletionSource<IPAddress[]>> NextLookUpAsync(int index)
-    {
-        await WaitForAsync(() => LookUps().Count > index);
-        return LookUps()[index];
-    }
+    /// <summary>The next lookup, once the cache has started it (it asks the resolver on a thread-pool thread).</summary>
+    private async Task<TaskCompletionSource<IPAddress[]>> NextLookUpAsync() =>
+        await _lookUps.Reader.ReadAsync().AsTask().WaitAsync(s_limit);
 
     private async Task KnowAsync(IPAddress[] addresses)
     {
-        var started = LookUps().Count;
         var resolving = Resolve();
-        (await NextLookUpAsync(started)).SetResult(addresses);
+        (await NextLookUpAsync()).SetResult(addresses);
         Assert.Same(addresses, await resolving.AsTask().WaitAsync(s_limit));
-    }
-
-    /// <summary>The last lookup has ended and the cache has taken in its outcome (its task has completed).</summary>
-    private async Task WaitForLookUpToEndAsync()
-    {
-        var last = LookUps()[^1].Task;
-        await ((Task)last).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
-        await WaitForAsync(() => Task.FromResult(true)); // the cache's own continuation runs on the thread pool
-    }
-
-    /// <summary>
-    /// Polls a condition the cache reaches on a thread-pool thread (nothing signals it), within the test's limit; at
-    /// least one pause, so a continuation queued meanwhile gets its turn.
-    /// </summary>
-    private static Task WaitForAsync(Func<bool> condition) => WaitForAsync(() => Task.FromResult(condition()));
-
-    private static async Task WaitForAsync(Func<Task<bool>> condition)
-    {
-        using var limit = new CancellationTokenSource(s_limit);
-        do
-        {
-            await Task.Delay(5, limit.Token);
-        }
-        while (!await condition());
     }
 }
