@@ -20,7 +20,7 @@ namespace ImapProxy.Connections;
 /// Kestrel serves only the admin endpoint. Its connection dispatch cost every IMAP session about 0.9 KB for its
 /// whole life (the connection record, its task and cancellation source, two tracking entries, a logging scope and
 /// the execution contexts that carried it), measured with a heap dump of idle sessions. Here a session costs one
-/// entry in a set and one async frame, and carries no execution context.
+/// entry in a set and carries no execution context; once spliced, nothing awaits it (<see cref="ConnectionHandler"/>).
 /// <para>
 /// With the epoll engine, connections are accepted on its threads (<see cref="Transport.Epoll.EpollAcceptor"/>), and a
 /// session of a plaintext or STARTTLS listener starts right there: it writes its greeting and waits for the client,
@@ -159,9 +159,10 @@ internal sealed class ImapListeners(
         }
     }
 
-    private ConnectionDelegate CreatePipeline(ListenerOptions listener, ImapProxyOptions proxy)
+    private ConnectionHandler CreatePipeline(ListenerOptions listener, ImapProxyOptions proxy)
     {
-        ConnectionDelegate session = connection => new ClientSession(connection, listener, sessionServices).RunAsync();
+        Action<ImapSocketConnection> ended = connection => _ = EndConnectionAsync(connection);
+        ConnectionHandler session = connection => new ClientSession(connection, listener, sessionServices, ended).RunAsync();
         if (!listener.ProxyProtocol)
         {
             return session;
@@ -174,7 +175,7 @@ internal sealed class ImapListeners(
 
     public void Dispose() => Unbind();
 
-    private void Accepted(ImapSocketConnection connection, ConnectionDelegate pipeline, bool startHere)
+    private void Accepted(ImapSocketConnection connection, ConnectionHandler pipeline, bool startHere)
     {
         bool taken;
         lock (_open)
@@ -204,11 +205,12 @@ internal sealed class ImapListeners(
         }
     }
 
-    private async Task ServeAsync(ImapSocketConnection connection, ConnectionDelegate pipeline)
+    private async Task ServeAsync(ImapSocketConnection connection, ConnectionHandler pipeline)
     {
+        var handedOver = false;
         try
         {
-            await pipeline(connection);
+            handedOver = await pipeline(connection);
         }
         catch (Exception ex)
         {
@@ -217,14 +219,23 @@ internal sealed class ImapListeners(
         }
         finally
         {
-            await CloseAsync(connection);
-            lock (_open)
+            if (!handedOver)
             {
-                _open.Remove(connection);
-                if (_open.Count == 0)
-                {
-                    _drained?.TrySetResult();
-                }
+                await EndConnectionAsync(connection);
+            }
+        }
+    }
+
+    /// <summary>The connection is closed and no longer waited for at shutdown.</summary>
+    private async Task EndConnectionAsync(ImapSocketConnection connection)
+    {
+        await CloseAsync(connection);
+        lock (_open)
+        {
+            _open.Remove(connection);
+            if (_open.Count == 0)
+            {
+                _drained?.TrySetResult();
             }
         }
     }
@@ -242,7 +253,7 @@ internal sealed class ImapListeners(
     }
 
     /// <summary>A session to start on the thread pool.</summary>
-    private sealed class SessionStart(ImapListeners listeners, ImapSocketConnection connection, ConnectionDelegate pipeline) : IThreadPoolWorkItem
+    private sealed class SessionStart(ImapListeners listeners, ImapSocketConnection connection, ConnectionHandler pipeline) : IThreadPoolWorkItem
     {
         public void Execute() => _ = listeners.ServeAsync(connection, pipeline);
     }
@@ -260,3 +271,9 @@ internal sealed class ImapListeners(
         }
     }
 }
+
+/// <summary>
+/// Serves one accepted connection: false once it is over (the listener closes it), true once its session has been
+/// handed to the splice, which then ends it through the callback the session was given.
+/// </summary>
+internal delegate Task<bool> ConnectionHandler(ImapSocketConnection connection);

@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Net;
 using ImapProxy.Configuration;
+using ImapProxy.Connections.Transport;
 using ImapProxy.Protocol.ProxyProtocol;
 using ImapProxy.Telemetry;
 using Microsoft.AspNetCore.Connections;
@@ -18,14 +19,14 @@ internal sealed class ProxyProtocolMiddleware(ListenerOptions listener, TimeSpan
 {
     private readonly IPNetwork[] _trusted = listener.ProxyProtocolTrustedNetworks.Select(n => IPNetwork.Parse(n)).ToArray();
 
-    public async Task InvokeAsync(ConnectionContext connection, ConnectionDelegate next)
+    public async Task<bool> InvokeAsync(ImapSocketConnection connection, ConnectionHandler next)
     {
         var peer = connection.RemoteEndPoint as IPEndPoint;
         var address = peer?.Address is { IsIPv4MappedToIPv6: true } mapped ? mapped.MapToIPv4() : peer?.Address;
         if (address is null || !_trusted.Any(n => n.Contains(address)))
         {
             Log.ProxyHeaderRejected(logger, peer?.ToString() ?? "?", listener.Name, "peer is not a trusted load balancer");
-            return;
+            return false;
         }
 
         // The read sees a client that closes by itself, and the listeners' abort at shutdown ends it too.
@@ -54,16 +55,18 @@ internal sealed class ProxyProtocolMiddleware(ListenerOptions listener, TimeSpan
                 if (status == ProxyHeaderStatus.Invalid || result.IsCompleted)
                 {
                     Log.ProxyHeaderRejected(logger, peer!.ToString(), listener.Name, status == ProxyHeaderStatus.Invalid ? "malformed header" : "closed before the header");
-                    return;
+                    return false;
                 }
             }
         }
         catch (OperationCanceledException)
         {
             Log.ProxyHeaderRejected(logger, peer!.ToString(), listener.Name, "no header in time");
-            return;
+            return false;
         }
 
-        await next(connection);
+        // Awaited here, not left to the caller: the session hands over to its splice by completing, and then this frame
+        // is gone as well.
+        return await next(connection);
     }
 }

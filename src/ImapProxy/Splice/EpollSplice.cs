@@ -1,6 +1,5 @@
 using System.Buffers;
 using System.Net.Sockets;
-using System.Threading.Tasks.Sources;
 using ImapProxy.Connections.Transport.Epoll;
 using ImapProxy.Protocol.Responses;
 using ImapProxy.Telemetry;
@@ -28,7 +27,7 @@ namespace ImapProxy.Splice;
 /// splice only once the backend, told the same way, has closed: the answers to its last commands still reach it.
 /// </para>
 /// </remarks>
-internal sealed class EpollSplice : IReadinessListener, IValueTaskSource<SpliceResult>
+internal sealed class EpollSplice : IReadinessListener
 {
     private readonly EpollSocket _client;
     private readonly EpollSocket _backend;
@@ -36,7 +35,7 @@ internal sealed class EpollSplice : IReadinessListener, IValueTaskSource<SpliceR
     private readonly ImapProxyMetrics _metrics;
     private readonly SpliceControl _control;
     private readonly ResponseBoundaryTracker _boundary = new();
-    private ManualResetValueTaskSourceCore<SpliceResult> _completion;
+    private readonly ISpliceOwner _owner;
     private Unsent _toBackend;
     private Unsent _toClient;
     private long _fromClient;
@@ -45,7 +44,7 @@ internal sealed class EpollSplice : IReadinessListener, IValueTaskSource<SpliceR
     private Timer? _clientEnded; // the client ended its side; set until the backend closes (or the limit stops it)
     private bool _tlsBuffersGrew; // a BIO buffer may have grown beyond TlsRecordLayer.KeepUpTo since the last trim
 
-    private EpollSplice(EpollSocket client, EpollSocket backend, TlsRecordLayer? tls, ImapProxyMetrics metrics, SpliceControl control)
+    private EpollSplice(EpollSocket client, EpollSocket backend, TlsRecordLayer? tls, ImapProxyMetrics metrics, SpliceControl control, ISpliceOwner owner)
     {
         _client = client;
         _backend = backend;
@@ -53,7 +52,7 @@ internal sealed class EpollSplice : IReadinessListener, IValueTaskSource<SpliceR
         _tlsBuffersGrew = tls is not null; // the handshake's flights and the login's records are in the BIOs' buffers
         _metrics = metrics;
         _control = control;
-        _completion.RunContinuationsAsynchronously = !client.Loop.InlineContinuations;
+        _owner = owner;
     }
 
     /// <summary>Whether the client's transport and the backend can be spliced here: both on the epoll engine, on one thread.</summary>
@@ -61,17 +60,15 @@ internal sealed class EpollSplice : IReadinessListener, IValueTaskSource<SpliceR
         clientTransport is EpollStream c && backend is EpollStream b && c.Socket.Loop == b.Socket.Loop;
 
     /// <summary>
-    /// Starts the splice on the sockets' thread. <paramref name="tls"/>, when given, is the client connection's record
-    /// layer (the splice releases it at the end). <paramref name="fromClient"/> (what the client pipelined behind its
-    /// login, in plaintext) goes to the backend first, <paramref name="fromBackend"/> (what the backend sent behind
-    /// its login OK) to the client first.
+    /// Starts the splice on the sockets' thread; <paramref name="owner"/> is told of its end. <paramref name="tls"/>,
+    /// when given, is the client connection's record layer (the splice releases it at the end).
+    /// <paramref name="fromClient"/> (what the client pipelined behind its login, in plaintext) goes to the backend
+    /// first, <paramref name="fromBackend"/> (what the backend sent behind its login OK) to the client first.
     /// </summary>
-    public static ValueTask<SpliceResult> RunAsync(EpollStream client, EpollStream backend, TlsRecordLayer? tls, ReadOnlyMemory<byte> fromClient, ReadOnlyMemory<byte> fromBackend, ImapProxyMetrics metrics, SpliceControl control)
+    public static void Start(EpollStream client, EpollStream backend, TlsRecordLayer? tls, ReadOnlyMemory<byte> fromClient, ReadOnlyMemory<byte> fromBackend, ImapProxyMetrics metrics, SpliceControl control, ISpliceOwner owner)
     {
-        var splice = new EpollSplice(client.Socket, backend.Socket, tls, metrics, control);
-        var result = new ValueTask<SpliceResult>(splice, splice._completion.Version);
-        splice._client.Loop.Execute(static state => ((Start)state!).Run(), new Start(splice, fromClient, fromBackend));
-        return result;
+        var splice = new EpollSplice(client.Socket, backend.Socket, tls, metrics, control, owner);
+        splice._client.Loop.Execute(static state => ((Starter)state!).Run(), new Starter(splice, fromClient, fromBackend));
     }
 
     void IReadinessListener.OnReady(EpollSocket socket, bool readable, bool writable)
@@ -93,13 +90,6 @@ internal sealed class EpollSplice : IReadinessListener, IValueTaskSource<SpliceR
             _client.Loop.ReportHandlerFailure(ex);
         }
     }
-
-    SpliceResult IValueTaskSource<SpliceResult>.GetResult(short token) => _completion.GetResult(token);
-
-    ValueTaskSourceStatus IValueTaskSource<SpliceResult>.GetStatus(short token) => _completion.GetStatus(token);
-
-    void IValueTaskSource<SpliceResult>.OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags) =>
-        _completion.OnCompleted(continuation, state, token, flags);
 
     private void OnReady(EpollSocket socket, bool readable, bool writable)
     {
@@ -505,11 +495,19 @@ internal sealed class EpollSplice : IReadinessListener, IValueTaskSource<SpliceR
 
         // A requested stop wins over however the sockets reported it (a shutdown looks like a close).
         var reported = _control.StopRequested ? SpliceOutcome.Cancelled : outcome;
-        _completion.SetResult(new SpliceResult(reported, _fromClient, _fromBackend, _boundary.AtLineStart && !cut, _boundary.SawBye));
+        var result = new SpliceResult(reported, _fromClient, _fromBackend, _boundary.AtLineStart && !cut, _boundary.SawBye);
+        if (_client.Loop.InlineContinuations)
+        {
+            _owner.SpliceEnded(result, null);
+        }
+        else
+        {
+            ThreadPool.UnsafeQueueUserWorkItem(static end => end.Owner.SpliceEnded(end.Result, null), (Owner: _owner, Result: result), preferLocal: false);
+        }
     }
 
     /// <summary>The work item that begins the splice on the loop thread.</summary>
-    private sealed class Start(EpollSplice splice, ReadOnlyMemory<byte> fromClient, ReadOnlyMemory<byte> fromBackend)
+    private sealed class Starter(EpollSplice splice, ReadOnlyMemory<byte> fromClient, ReadOnlyMemory<byte> fromBackend)
     {
         public void Run() => splice.Begin(fromClient, fromBackend);
     }

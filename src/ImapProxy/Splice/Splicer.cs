@@ -35,15 +35,16 @@ internal static class Splicer
     private const int ClientReadSize = 16 * 1024;
 
     /// <summary>
-    /// Splices <paramref name="client"/> (the client socket's stream, or the TLS stream over it) with the backend.
-    /// <paramref name="clientTransport"/> is the stream under the TLS stream (the same as <paramref name="client"/>
-    /// without TLS), <paramref name="clientSocket"/> the socket under it, which a stop shuts down.
-    /// <paramref name="fromClient"/> holds what the client sent behind its login and the pre-auth reader had already
-    /// read; it goes to the backend first. A client and a plaintext backend on one thread of the epoll engine are
-    /// spliced by <see cref="EpollSplice"/>'s event handlers (TLS clients through their record layer, when the TLS
-    /// stream can hand it over), any others by two copy loops.
+    /// Splices <paramref name="client"/> (the client socket's stream, or the TLS stream over it) with the backend, and
+    /// tells <paramref name="owner"/> when it has ended. <paramref name="clientTransport"/> is the stream under the TLS
+    /// stream (the same as <paramref name="client"/> without TLS), <paramref name="clientSocket"/> the socket under it,
+    /// which a stop shuts down. <paramref name="fromClient"/> holds what the client sent behind its login and the
+    /// pre-auth reader had already read; it goes to the backend first. A client and a plaintext backend on one thread
+    /// of the epoll engine are spliced by <see cref="EpollSplice"/>'s event handlers (TLS clients through their record
+    /// layer, when the TLS stream can hand it over), any others by two copy loops. Throws only when the splice could
+    /// not begin; the owner is then never told.
     /// </summary>
-    public static ValueTask<SpliceResult> RunAsync(Stream client, Stream clientTransport, ISocketControl clientSocket, ReadOnlyMemory<byte> fromClient, BackendConnection backend, ImapProxyMetrics metrics, SpliceControl control)
+    public static void Start(Stream client, Stream clientTransport, ISocketControl clientSocket, ReadOnlyMemory<byte> fromClient, BackendConnection backend, ImapProxyMetrics metrics, SpliceControl control, ISpliceOwner owner)
     {
         if (clientTransport is PrefixedStream { IsDrained: true } prefixed)
         {
@@ -54,14 +55,15 @@ internal static class Splicer
         if (!EpollSplice.CanSplice(clientTransport, backend.Stream)
             || (client is SslStream ssl && (tls = TlsRecordLayer.TryTakeOver(ssl, out _)) is null))
         {
-            return new ValueTask<SpliceResult>(RunStreamsAsync(client, clientSocket, fromClient, backend, metrics, control));
+            _ = RunStreamsAsync(client, clientSocket, fromClient, backend, metrics, control, owner);
+            return;
         }
 
         try
         {
             control.Attach(clientSocket, backend);
             var fromBackend = backend.TakePending();
-            return EpollSplice.RunAsync((EpollStream)clientTransport, (EpollStream)backend.Stream, tls, fromClient, fromBackend, metrics, control);
+            EpollSplice.Start((EpollStream)clientTransport, (EpollStream)backend.Stream, tls, fromClient, fromBackend, metrics, control, owner);
         }
         catch
         {
@@ -70,7 +72,24 @@ internal static class Splicer
         }
     }
 
-    private static async Task<SpliceResult> RunStreamsAsync(Stream client, ISocketControl clientSocket, ReadOnlyMemory<byte> fromClient, BackendConnection backend, ImapProxyMetrics metrics, SpliceControl control)
+    /// <summary>The copy loops, their end reported to the owner (a failure too, as <see cref="EpollSplice"/> reports its).</summary>
+    private static async Task RunStreamsAsync(Stream client, ISocketControl clientSocket, ReadOnlyMemory<byte> fromClient, BackendConnection backend, ImapProxyMetrics metrics, SpliceControl control, ISpliceOwner owner)
+    {
+        SpliceResult result;
+        try
+        {
+            result = await CopyAsync(client, clientSocket, fromClient, backend, metrics, control);
+        }
+        catch (Exception ex)
+        {
+            owner.SpliceEnded(default, ex);
+            return;
+        }
+
+        owner.SpliceEnded(result, null);
+    }
+
+    private static async Task<SpliceResult> CopyAsync(Stream client, ISocketControl clientSocket, ReadOnlyMemory<byte> fromClient, BackendConnection backend, ImapProxyMetrics metrics, SpliceControl control)
     {
         var state = new State();
         control.Attach(clientSocket, backend);

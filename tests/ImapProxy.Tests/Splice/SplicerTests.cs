@@ -381,7 +381,7 @@ public sealed class SplicerTests : IAsyncLifetime
         if (!tls)
         {
             Assert.Equal(engine == SocketEngineKind.Epoll, EpollSplice.CanSplice(_clientStream, stream));
-            return Splicer.RunAsync(_clientStream, _clientStream, (ISocketControl)_clientStream, pipelined ?? ReadOnlyMemory<byte>.Empty, _backend, metrics, _control).AsTask();
+            return SpliceEnd.Start(_clientStream, _clientStream, (ISocketControl)_clientStream, pipelined ?? ReadOnlyMemory<byte>.Empty, _backend, metrics, _control);
         }
 
         // Both ends of a real TLS session over the client connection, as the proxy's session layers it.
@@ -401,7 +401,7 @@ public sealed class SplicerTests : IAsyncLifetime
             Assert.Equal(0, TlsRecordLayer.BufferedBytes(_serverTls));
         }
 
-        return Splicer.RunAsync(_serverTls, _clientStream, (ISocketControl)_clientStream, pipelined ?? ReadOnlyMemory<byte>.Empty, _backend, metrics, _control).AsTask();
+        return SpliceEnd.Start(_serverTls, _clientStream, (ISocketControl)_clientStream, pipelined ?? ReadOnlyMemory<byte>.Empty, _backend, metrics, _control);
     }
 
     /// <summary>
@@ -510,5 +510,30 @@ public sealed class SplicerTests : IAsyncLifetime
         }
 
         return Encoding.ASCII.GetString(buffer);
+    }
+}
+
+/// <summary>A splice's end as a task, for the tests to await: the owner a session would be.</summary>
+internal sealed class SpliceEnd : ISpliceOwner
+{
+    private readonly TaskCompletionSource<SpliceResult> _ended = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    public static Task<SpliceResult> Start(Stream client, Stream clientTransport, ISocketControl clientSocket, ReadOnlyMemory<byte> fromClient, BackendConnection backend, ImapProxyMetrics metrics, SpliceControl control)
+    {
+        var end = new SpliceEnd();
+        Splicer.Start(client, clientTransport, clientSocket, fromClient, backend, metrics, control, end);
+        return end._ended.Task;
+    }
+
+    void ISpliceOwner.SpliceEnded(SpliceResult result, Exception? error)
+    {
+        if (error is not null)
+        {
+            _ended.SetException(error);
+        }
+        else
+        {
+            _ended.SetResult(result);
+        }
     }
 }
