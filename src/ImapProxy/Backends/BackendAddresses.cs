@@ -75,6 +75,12 @@ internal sealed class BackendAddresses
     /// <summary>Whether a lookup of <paramref name="host"/> is under way (what the tests look at: when the resolver is asked).</summary>
     internal bool IsLookingUp(string host) => _entries.TryGetValue(host, out var entry) && entry.IsLookingUp;
 
+    /// <summary>
+    /// The lookup of <paramref name="host"/> under way, if any: it completes once the cache has taken in the resolver's
+    /// answer (what the tests wait for after answering).
+    /// </summary>
+    internal Task? LookUpUnderWay(string host) => _entries.TryGetValue(host, out var entry) ? entry.UnderWay : null;
+
     private long Ticks(TimeSpan span) => (long)(span.TotalSeconds * _timeProvider.TimestampFrequency);
 
     /// <summary>
@@ -116,6 +122,17 @@ internal sealed class BackendAddresses
             }
 
             return new ValueTask<IPAddress[]>(lookUp.WaitAsync(limit, cache._timeProvider, cancellationToken));
+        }
+
+        public Task? UnderWay
+        {
+            get
+            {
+                lock (_lock)
+                {
+                    return _lookUp;
+                }
+            }
         }
 
         public bool IsLookingUp

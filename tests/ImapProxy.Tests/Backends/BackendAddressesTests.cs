@@ -35,7 +35,7 @@ public sealed class BackendAddressesTests
         var lookUp = await NextLookUpAsync();
         Assert.False(first.IsCompleted);
 
-        lookUp.SetResult(s_first);
+        await lookUp.AnswerAsync(s_first);
 
         Assert.Same(s_first, await first.AsTask().WaitAsync(s_limit));
         Assert.Same(s_first, await second.AsTask().WaitAsync(s_limit));
@@ -54,7 +54,7 @@ public sealed class BackendAddressesTests
         Assert.Same(s_first, await AtOnceAsync());
         var refresh = await NextLookUpAsync();
 
-        refresh.SetResult(s_second);
+        await refresh.AnswerAsync(s_second);
         Assert.Same(s_second, await AtOnceAsync());
         Assert.Equal(2, LookUpCount); // one refresh for both logins
     }
@@ -65,7 +65,7 @@ public sealed class BackendAddressesTests
         await KnowAsync(s_first);
         _time.Advance(s_refresh);
         Assert.Same(s_first, await AtOnceAsync());
-        (await NextLookUpAsync()).SetException(new SocketException((int)SocketError.TryAgain));
+        await (await NextLookUpAsync()).FailAsync(new SocketException((int)SocketError.TryAgain));
 
         // The resolver is not asked at every login while it fails: only once the pause is over.
         Assert.Same(s_first, await AtOnceAsync());
@@ -73,7 +73,7 @@ public sealed class BackendAddressesTests
         _time.Advance(BackendAddresses.RetryAfterFailure);
         Assert.Same(s_first, await AtOnceAsync());
         Assert.True(_addresses.IsLookingUp("imap-backend"));
-        (await NextLookUpAsync()).SetResult(s_second);
+        await (await NextLookUpAsync()).AnswerAsync(s_second);
         Assert.False(_addresses.IsLookingUp("imap-backend"));
         Assert.Same(s_second, await AtOnceAsync());
     }
@@ -85,7 +85,7 @@ public sealed class BackendAddressesTests
         await KnowAsync(s_first);
         _time.Advance(s_refresh);
         Assert.Same(s_first, await AtOnceAsync());
-        (await NextLookUpAsync()).SetException(new SocketException((int)SocketError.HostNotFound));
+        await (await NextLookUpAsync()).FailAsync(new SocketException((int)SocketError.HostNotFound));
         var gone = Resolve();
         Assert.True(gone.IsFaulted);
         Assert.Equal(SocketError.HostNotFound, (await Assert.ThrowsAsync<SocketException>(() => gone.AsTask())).SocketErrorCode);
@@ -94,13 +94,13 @@ public sealed class BackendAddressesTests
         // Back again after the pause: the login waits for the lookup.
         _time.Advance(BackendAddresses.RetryAfterFailure);
         var back = Resolve();
-        (await NextLookUpAsync()).SetResult(s_second);
+        await (await NextLookUpAsync()).AnswerAsync(s_second);
         Assert.Same(s_second, await back.AsTask().WaitAsync(s_limit));
 
         // A resolver failing for StaleLimit refresh intervals: the answer goes too.
         _time.Advance(s_refresh * BackendAddresses.StaleLimit);
         Assert.Same(s_second, await AtOnceAsync());
-        (await NextLookUpAsync()).SetException(new SocketException((int)SocketError.TryAgain));
+        await (await NextLookUpAsync()).FailAsync(new SocketException((int)SocketError.TryAgain));
         var dropped = Resolve();
         Assert.True(dropped.IsFaulted);
         Assert.Equal(SocketError.TryAgain, (await Assert.ThrowsAsync<SocketException>(() => dropped.AsTask())).SocketErrorCode);
@@ -118,7 +118,7 @@ public sealed class BackendAddressesTests
         var next = Resolve();
         var lookUp = await NextLookUpAsync();
         Assert.False(next.IsCompleted);
-        lookUp.SetResult(s_second);
+        await lookUp.AnswerAsync(s_second);
 
         Assert.Same(s_second, await next.AsTask().WaitAsync(s_limit));
     }
@@ -127,7 +127,7 @@ public sealed class BackendAddressesTests
     public async Task ANameWithoutAddresses_FailsAsNotFound_AndAWaitingLoginCanGiveUp()
     {
         var empty = Resolve();
-        (await NextLookUpAsync()).SetResult([]);
+        await (await NextLookUpAsync()).AnswerAsync([]);
         var error = await Assert.ThrowsAsync<SocketException>(() => empty.AsTask().WaitAsync(s_limit));
         Assert.Equal(SocketError.HostNotFound, error.SocketErrorCode);
         _time.Advance(BackendAddresses.RetryAfterFailure);
@@ -146,7 +146,7 @@ public sealed class BackendAddressesTests
     public async Task ANameTheResolverRefuses_IsALookUpThatFailed()
     {
         var refused = Resolve();
-        (await NextLookUpAsync()).SetException(new ArgumentException("The hostname is not valid.", "hostNameOrAddress"));
+        await (await NextLookUpAsync()).FailAsync(new ArgumentException("The hostname is not valid.", "hostNameOrAddress"));
 
         var error = await Assert.ThrowsAsync<SocketException>(() => refused.AsTask().WaitAsync(s_limit));
         Assert.Equal(SocketError.HostNotFound, error.SocketErrorCode);
@@ -190,8 +190,6 @@ public sealed class BackendAddressesTests
     private Task<IPAddress[]> LookUpFake(string host, CancellationToken cancellationToken)
     {
         Assert.Equal("imap-backend", host, ignoreCase: true);
-
-        // Continuations run where the test answers: the cache takes the answer in before SetResult returns.
         var lookUp = new TaskCompletionSource<IPAddress[]>();
         Interlocked.Increment(ref _lookUpCount);
         Assert.True(_lookUps.Writer.TryWrite(lookUp));
@@ -199,13 +197,42 @@ public sealed class BackendAddressesTests
     }
 
     /// <summary>The next lookup, once the cache has started it (it asks the resolver on a thread-pool thread).</summary>
-    private async Task<TaskCompletionSource<IPAddress[]>> NextLookUpAsync() =>
-        await _lookUps.Reader.ReadAsync().AsTask().WaitAsync(s_limit);
+    private async Task<LookUp> NextLookUpAsync()
+    {
+        var answer = await _lookUps.Reader.ReadAsync().AsTask().WaitAsync(s_limit);
+
+        // Started by this test's own call into the cache, which set it before returning.
+        var underWay = _addresses.LookUpUnderWay("imap-backend");
+        Assert.NotNull(underWay);
+        return new LookUp(answer, underWay);
+    }
+
+    /// <summary>
+    /// A lookup the resolver fake was asked for. Each answer returns once the cache has taken it in: the cache may
+    /// still be on its way from asking the resolver to awaiting the answer when the test gives it, and then takes it in
+    /// on its own thread.
+    /// </summary>
+    private sealed class LookUp(TaskCompletionSource<IPAddress[]> answer, Task underWay)
+    {
+        public Task AnswerAsync(IPAddress[] addresses)
+        {
+            answer.SetResult(addresses);
+            return TakenInAsync();
+        }
+
+        public Task FailAsync(Exception error)
+        {
+            answer.SetException(error);
+            return TakenInAsync();
+        }
+
+        private async Task TakenInAsync() => await Task.WhenAny(underWay).WaitAsync(s_limit); // its failure is the cache's to report
+    }
 
     private async Task KnowAsync(IPAddress[] addresses)
     {
         var resolving = Resolve();
-        (await NextLookUpAsync()).SetResult(addresses);
+        await (await NextLookUpAsync()).AnswerAsync(addresses);
         Assert.Same(addresses, await resolving.AsTask().WaitAsync(s_limit));
     }
 }
