@@ -12,6 +12,7 @@ using ImapProxy.Protocol.Responses;
 using ImapProxy.Protocol.Sasl;
 using ImapProxy.Splice;
 using ImapProxy.Telemetry;
+using ImapProxy.Tls;
 using Microsoft.AspNetCore.Connections;
 
 namespace ImapProxy.Connections;
@@ -37,7 +38,8 @@ internal sealed class ClientSession : ISpliceOwner
     // splice reads and writes the client stream itself) and before it begins.
     private PreAuthChannel? _channel;
     private Stream _clientStream; // the client stream: the socket's, or _tls over it
-    private SslStream? _tls; // implicit TLS or after STARTTLS
+    private SslStream? _tls; // implicit TLS or after STARTTLS; let go of once the splice takes over its record layer
+    private TlsRecordLayer? _recordLayer; // the TLS connection, once the splice took it over
     private Stream _clientTransport; // the stream under _tls (the socket's, or a PROXY header's read-ahead before it)
     private bool _tlsUnfinished; // a TLS handshake began and has not succeeded: no plaintext may be written any more
     private string _user = "-"; // as logged (escaped)
@@ -113,6 +115,15 @@ internal sealed class ClientSession : ISpliceOwner
         return false;
     }
 
+    void ISpliceOwner.TlsTakenOver(TlsRecordLayer recordLayer)
+    {
+        // The splice reads and writes the connection through its record layer, and so does the BYE after it: the TLS
+        // stream (about 0.4 KB with its copy of the options) is not kept for the session's hours of IDLE.
+        _recordLayer = recordLayer;
+        _tls = null;
+        _clientStream = _clientTransport;
+    }
+
     void ISpliceOwner.SpliceEnded(SpliceResult result, Exception? error) => _ = EndAfterSpliceAsync(result, error);
 
     /// <summary>
@@ -180,6 +191,7 @@ internal sealed class ClientSession : ISpliceOwner
             _channel?.Dispose();
             _channel = null;
 
+            _recordLayer?.Close();
             if (_tls is not null)
             {
                 await _tls.DisposeAsync();
@@ -653,10 +665,23 @@ internal sealed class ClientSession : ISpliceOwner
             }
             else
             {
-                // After the splice: straight to the client stream, as the splice wrote.
+                // After the splice: straight to the client stream, as the splice wrote; or through the TLS record layer
+                // the splice took over, encrypted here and sent on the socket under it.
                 var buffer = new ArrayBufferWriter<byte>(bye.Length + 8);
                 ResponseWriter.WriteUntaggedStatus(buffer, ImapStatus.Bye, default, bye);
-                await _clientStream.WriteAsync(buffer.WrittenMemory, timeout.Token);
+                var bytes = buffer.WrittenMemory;
+                if (_recordLayer is not null)
+                {
+                    if (!_recordLayer.Write(bytes.Span))
+                    {
+                        return;
+                    }
+
+                    var records = new byte[_recordLayer.PendingOutput];
+                    bytes = records.AsMemory(0, _recordLayer.TakeOutput(records));
+                }
+
+                await _clientStream.WriteAsync(bytes, timeout.Token);
             }
         }
         catch (Exception ex) when (ex is OperationCanceledException or IOException or System.Net.Sockets.SocketException or InvalidOperationException or ObjectDisposedException or ConnectionResetException or ConnectionAbortedException)

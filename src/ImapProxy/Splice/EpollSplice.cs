@@ -61,7 +61,7 @@ internal sealed class EpollSplice : IReadinessListener
 
     /// <summary>
     /// Starts the splice on the sockets' thread; <paramref name="owner"/> is told of its end. <paramref name="tls"/>,
-    /// when given, is the client connection's record layer (the splice releases it at the end).
+    /// when given, is the client connection's record layer (the owner's: the splice leaves it as it is at the end).
     /// <paramref name="fromClient"/> (what the client pipelined behind its login, in plaintext) goes to the backend
     /// first, <paramref name="fromBackend"/> (what the backend sent behind its login OK) to the client first.
     /// </summary>
@@ -197,7 +197,7 @@ internal sealed class EpollSplice : IReadinessListener
 
                 if (!DecryptToBackend())
                 {
-                    return; // ended: the record layer is given back already, and must not be touched
+                    return; // ended: the record layer is the owner's already, and must not be touched
                 }
 
                 // Large reads grow the read BIO's buffer; and while the backend is full, ciphertext waits in it.
@@ -457,7 +457,7 @@ internal sealed class EpollSplice : IReadinessListener
 
     /// <summary>
     /// The end, once: both sockets are shut down (as the stream splice does) and handed back to operations, unsent
-    /// bytes dropped (see the remarks), the TLS record layer given back to its stream, and the result given to the
+    /// bytes dropped (see the remarks), and the result given to the
     /// session. Nothing may touch this splice's sockets afterwards: the session may dispose them inside
     /// <see cref="ManualResetValueTaskSourceCore{TResult}.SetResult"/>.
     /// </summary>
@@ -480,7 +480,6 @@ internal sealed class EpollSplice : IReadinessListener
         _toClient.Release();
         _toBackend.Release();
         _clientEnded?.Dispose();
-        _tls?.Release();
         if (backendClosed)
         {
             _control.EndedByBackendClose();

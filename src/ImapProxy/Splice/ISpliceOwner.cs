@@ -1,3 +1,5 @@
+using ImapProxy.Tls;
+
 namespace ImapProxy.Splice;
 
 /// <summary>
@@ -6,6 +8,14 @@ namespace ImapProxy.Splice;
 /// </summary>
 internal interface ISpliceOwner
 {
+    /// <summary>
+    /// The splice takes over the TLS client's record layer, before it begins. The layer holds a reference on the
+    /// connection's handle and is the owner's from now on: the splice uses it until its end, then the owner may write
+    /// through it, and must <see cref="TlsRecordLayer.Release"/> it (keeping the TLS stream) or
+    /// <see cref="TlsRecordLayer.Close"/> it (having let go of the stream, which neither the splice nor the layer needs).
+    /// </summary>
+    void TlsTakenOver(TlsRecordLayer recordLayer);
+
     /// <summary>
     /// The splice has ended with <paramref name="result"/>, or failed with <paramref name="error"/> (a bug; the result
     /// is then default). Both sockets are the owner's again. Called on the thread pool, or on the engine thread where

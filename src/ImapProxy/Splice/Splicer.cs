@@ -59,17 +59,14 @@ internal static class Splicer
             return;
         }
 
-        try
+        if (tls is not null)
         {
-            control.Attach(clientSocket, backend);
-            var fromBackend = backend.TakePending();
-            EpollSplice.Start((EpollStream)clientTransport, (EpollStream)backend.Stream, tls, fromClient, fromBackend, metrics, control, owner);
+            owner.TlsTakenOver(tls); // the owner's from here, even if the splice cannot begin
         }
-        catch
-        {
-            tls?.Release(); // the splice never began, so it will not give the connection back
-            throw;
-        }
+
+        control.Attach(clientSocket, backend);
+        var fromBackend = backend.TakePending();
+        EpollSplice.Start((EpollStream)clientTransport, (EpollStream)backend.Stream, tls, fromClient, fromBackend, metrics, control, owner);
     }
 
     /// <summary>The copy loops, their end reported to the owner (a failure too, as <see cref="EpollSplice"/> reports its).</summary>

@@ -19,8 +19,10 @@ internal enum TlsReadStatus
 
 /// <summary>
 /// A TLS connection's record layer driven directly, for a splice on one engine thread: ciphertext goes in and out
-/// through the connection's memory BIOs, plaintext through SSL_read and SSL_write, while the <see cref="SslStream"/>
-/// that made the handshake rests (it can write again afterwards: OpenSSL keeps the connection's state).
+/// through the connection's memory BIOs, plaintext through SSL_read and SSL_write. The <see cref="SslStream"/> that
+/// made the handshake rests meanwhile; it can write again after <see cref="Release"/> (OpenSSL keeps the connection's
+/// state), or be let go of altogether: the owner then writes through this layer and frees the connection with
+/// <see cref="Close"/>.
 /// </summary>
 /// <remarks>
 /// The runtime's memory BIOs never give memory back: each keeps a buffer as large as the most it ever held, so a
@@ -214,6 +216,17 @@ internal sealed unsafe class TlsRecordLayer
             _released = true;
             _handle.DangerousRelease();
         }
+    }
+
+    /// <summary>
+    /// The end of the connection, for an owner that let go of its stream: the reference goes and the handle is
+    /// disposed, which frees the OpenSSL connection now (as disposing the stream would have). A stream that is still
+    /// around, disposed or finalized later, finds the handle disposed already. Nothing here may be used afterwards.
+    /// </summary>
+    public void Close()
+    {
+        Release();
+        _handle.Dispose();
     }
 
     /// <summary>The connection's options, SSL_OP_* (for tests and diagnostics).</summary>

@@ -525,8 +525,13 @@ internal sealed class SpliceEnd : ISpliceOwner
         return end._ended.Task;
     }
 
+    private TlsRecordLayer? _recordLayer;
+
+    void ISpliceOwner.TlsTakenOver(TlsRecordLayer recordLayer) => _recordLayer = recordLayer;
+
     void ISpliceOwner.SpliceEnded(SpliceResult result, Exception? error)
     {
+        _recordLayer?.Release(); // the test keeps the TLS stream and disposes it
         if (error is not null)
         {
             _ended.SetException(error);

@@ -71,6 +71,30 @@ public sealed class TlsRecordLayerTests : IDisposable
     }
 
     [Fact]
+    public async Task AnOwnerThatLetGoOfTheStream_WritesThroughTheLayer_AndCloseFreesTheConnection()
+    {
+        await using var pair = await TlsLoopbackPair.ConnectAsync(TestCertificates.CreateSelfSigned(_directory));
+        var layer = TlsRecordLayer.TryTakeOver(pair.Server, out var reason);
+        Assert.True(layer is not null, reason);
+        var handle = OpenSslNative.GetSslHandle(pair.Server);
+        Assert.NotNull(handle);
+
+        // A BYE after the splice, without the stream: encrypted by the layer, sent on the socket.
+        Assert.True(layer.Write("* BYE Session moved, please reconnect.\r\n"u8));
+        var reading = ReadExactlyAsync(pair.Client, 40);
+        await SendOutputAsync(pair, layer);
+        Assert.Equal("* BYE Session moved, please reconnect.\r\n"u8.ToArray(), await reading.WaitAsync(s_limit));
+
+        // Close frees the OpenSSL connection at once (a reference still held would keep it: Release alone does not).
+        Assert.False(handle.IsClosed);
+        layer.Close();
+        Assert.True(handle.IsClosed);
+
+        // The stream, disposed afterwards (or finalized, once let go of), finds nothing left to free.
+        await pair.Server.DisposeAsync();
+    }
+
+    [Fact]
     public async Task CiphertextNotReadYet_KeepsItsBuffer_AndAPartialRecordMovesIntoOpenSsl()
     {
         await using var pair = await TlsLoopbackPair.ConnectAsync(TestCertificates.CreateSelfSigned(_directory));
