@@ -95,6 +95,25 @@ public sealed class TlsRecordLayerTests : IDisposable
     }
 
     [Fact]
+    public async Task AStreamDisposedWhileTheLayerHoldsItsConnection_LeavesTheConnectionToTheLayer()
+    {
+        // A stream let go of may be finalized at any time, which disposes its handle: the layer's reference keeps the
+        // OpenSSL connection alive until Close.
+        await using var pair = await TlsLoopbackPair.ConnectAsync(TestCertificates.CreateSelfSigned(_directory));
+        var layer = TlsRecordLayer.TryTakeOver(pair.Server, out var reason);
+        Assert.True(layer is not null, reason);
+        await pair.Server.DisposeAsync();
+
+        await pair.Client.WriteAsync("a1 NOOP\r\n"u8.ToArray());
+        Assert.Equal("a1 NOOP\r\n"u8.ToArray(), await ReceivePlaintextAsync(pair, layer, 9));
+        Assert.True(layer.Write("a1 OK NOOP completed\r\n"u8));
+        var reading = ReadExactlyAsync(pair.Client, 22);
+        await SendOutputAsync(pair, layer);
+        Assert.Equal("a1 OK NOOP completed\r\n"u8.ToArray(), await reading.WaitAsync(s_limit));
+        layer.Close();
+    }
+
+    [Fact]
     public async Task CiphertextNotReadYet_KeepsItsBuffer_AndAPartialRecordMovesIntoOpenSsl()
     {
         await using var pair = await TlsLoopbackPair.ConnectAsync(TestCertificates.CreateSelfSigned(_directory));
