@@ -55,7 +55,8 @@ internal sealed class PrefixedStream(byte[] prefix, Stream inner) : Stream
 
     public override Task FlushAsync(CancellationToken cancellationToken) => inner.FlushAsync(cancellationToken);
 
-    public override void Flush() => throw new NotSupportedException("Synchronous I/O is not supported.");
+    // Writes pass straight through, so there is nothing to flush here; SslStream's Dispose flushes its inner stream.
+    public override void Flush() => inner.Flush();
 
     public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException("Synchronous I/O is not supported.");
 
