@@ -457,9 +457,9 @@ internal sealed class EpollSplice : IReadinessListener
 
     /// <summary>
     /// The end, once: both sockets are shut down (as the stream splice does) and handed back to operations, unsent
-    /// bytes dropped (see the remarks), and the result given to the
-    /// session. Nothing may touch this splice's sockets afterwards: the session may dispose them inside
-    /// <see cref="ManualResetValueTaskSourceCore{TResult}.SetResult"/>.
+    /// bytes dropped (see the remarks), and the result given to the owner. Nothing may touch this splice's sockets
+    /// or record layer afterwards: the owner may dispose them inside <see cref="ISpliceOwner.SpliceEnded"/>, which runs
+    /// right here when the engine runs continuations inline.
     /// </summary>
     private void Finish(SpliceOutcome outcome, bool backendClosed = false)
     {

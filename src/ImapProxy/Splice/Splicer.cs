@@ -11,8 +11,10 @@ using ImapProxy.Tls;
 namespace ImapProxy.Splice;
 
 /// <summary>
-/// Copies bytes both ways between a logged-in client and its backend until one side ends. The client-to-backend
-/// loop runs in the entry method's own frame and the backend-to-client loop as one task beside it; the first to
+/// Copies bytes both ways between a logged-in client and its backend until one side ends, and tells the session
+/// (<see cref="ISpliceOwner"/>). Where the epoll engine holds both sockets, <see cref="EpollSplice"/> does it with
+/// event handlers; otherwise two copy loops do: the client-to-backend loop in <c>CopyAsync</c>'s own frame and the
+/// backend-to-client loop as one task beside it; the first to
 /// finish stops the other, and both have ended before anything is disposed. Idle sessions hold no buffers: each side
 /// rests in a zero-byte read on its stream (the socket's, or the TLS stream's over it), and a buffer is rented from
 /// the shared pool only once data is there.
