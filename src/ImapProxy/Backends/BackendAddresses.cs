@@ -73,7 +73,7 @@ internal sealed class BackendAddresses
     }
 
     /// <summary>Whether a lookup of <paramref name="host"/> is under way (what the tests look at: when the resolver is asked).</summary>
-    internal bool IsLookingUp(string host) => _entries.TryGetValue(host, out var entry) && entry.IsLookingUp;
+    internal bool IsLookingUp(string host) => LookUpUnderWay(host) is not null;
 
     /// <summary>
     /// The lookup of <paramref name="host"/> under way, if any: it completes once the cache has taken in the resolver's
@@ -131,17 +131,6 @@ internal sealed class BackendAddresses
                 lock (_lock)
                 {
                     return _lookUp;
-                }
-            }
-        }
-
-        public bool IsLookingUp
-        {
-            get
-            {
-                lock (_lock)
-                {
-                    return _lookUp is not null;
                 }
             }
         }
