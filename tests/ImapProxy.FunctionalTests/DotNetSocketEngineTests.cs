@@ -1,6 +1,7 @@
 using ImapProxy.Connections.Transport;
 using ImapProxy.Testing.Proxy;
 using ImapProxy.Testing.Raw;
+using ImapProxy.Tls;
 using MailKit;
 using MailKit.Net.Imap;
 using MailKit.Security;
@@ -10,8 +11,9 @@ using MimeKit;
 namespace ImapProxy.FunctionalTests;
 
 /// <summary>
-/// The proxy on .NET's own sockets (<c>Performance:SocketEngine=DotNet</c>, what other systems than Linux get, and
-/// the switch back from the epoll engine): real clients through every kind of listener to the cluster's Dovecots.
+/// The proxy on .NET's own sockets and TLS (<c>Performance:SocketEngine=DotNet</c> and <c>TlsEngine=SslStream</c>:
+/// what other systems than Linux get, and the switches back from the epoll engine and the proxy's own OpenSSL
+/// connections): real clients through every kind of listener to the cluster's Dovecots.
 /// </summary>
 [Collection(ClusterDefinition.Name)]
 public sealed class DotNetSocketEngineTests(ClusterFixture cluster) : IAsyncLifetime
@@ -27,6 +29,7 @@ public sealed class DotNetSocketEngineTests(ClusterFixture cluster) : IAsyncLife
             new Dictionary<string, string?>
             {
                 ["ImapProxy:Performance:SocketEngine"] = "DotNet",
+                ["ImapProxy:Performance:TlsEngine"] = "SslStream",
                 ["ImapProxy:PreAuth:TrustedNetworks:0"] = ClusterFixture.TrustedClient + "/32",
             });
     }
@@ -40,6 +43,7 @@ public sealed class DotNetSocketEngineTests(ClusterFixture cluster) : IAsyncLife
     public async Task LoginAppendFetchAndLogout(Listener listener)
     {
         Assert.IsType<DotNetSocketEngine>(_proxy.Services.GetRequiredService<ISocketEngine>());
+        Assert.Null(_proxy.Services.GetRequiredService<ServerCertificateProvider>().GetServer().Context);
         using var client = await MailKitClient.ConnectAsync(_proxy, cluster.ServerCertificate, listener);
         await client.AuthenticateAsync(new SaslMechanismPlain("erin", "erin-pass"));
         Assert.True(client.Capabilities.HasFlag(ImapCapabilities.Move)); // the backend's own list

@@ -1,9 +1,11 @@
 using System.Net;
 using System.Security.Cryptography;
+using ImapProxy.Tls;
 using MailKit;
 using MailKit.Net.Imap;
 using MailKit.Search;
 using MailKit.Security;
+using Microsoft.Extensions.DependencyInjection;
 using MimeKit;
 
 namespace ImapProxy.FunctionalTests;
@@ -50,6 +52,7 @@ public class MailKitProxyTests(ClusterFixture cluster)
     {
         using var client = await MailKitClient.ConnectAsync(cluster, listener);
         Assert.Equal(listener != Listener.TrustedPlain, client.IsSecure);
+        Assert.NotNull(cluster.Proxy.Services.GetRequiredService<ServerCertificateProvider>().GetServer().Context); // Linux: the proxy's own OpenSSL connections
         await AuthenticateAsync(client, mechanism, "alice", "alice-pass");
         Assert.True(client.IsAuthenticated);
         // The post-login capabilities are Dovecot's, not the proxy's pre-login set.

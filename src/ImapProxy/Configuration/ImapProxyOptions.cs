@@ -349,6 +349,13 @@ public sealed class PerformanceOptions
     /// </summary>
     public SocketEngineKind SocketEngine { get; set; } = SocketEngineKind.Auto;
 
+    /// <summary>
+    /// What makes the client side's TLS connections: <c>Auto</c> (the proxy's own OpenSSL context on Linux, where the
+    /// runtime's OpenSSL can be reached; .NET's SslStream elsewhere), <c>OpenSsl</c> (the start fails where it cannot
+    /// be reached), or <c>SslStream</c>. See <c>Tls/TlsServerContext</c>.
+    /// </summary>
+    public TlsEngineKind TlsEngine { get; set; } = TlsEngineKind.Auto;
+
     /// <summary>Threads of the epoll engine; 0: one per processor.</summary>
     public int IoThreads { get; set; }
 
@@ -369,6 +376,18 @@ public enum SocketEngineKind
 
     /// <summary>.NET's socket engine.</summary>
     DotNet,
+}
+
+public enum TlsEngineKind
+{
+    /// <summary>OpenSsl where it can be used, SslStream elsewhere.</summary>
+    Auto,
+
+    /// <summary>The proxy's own OpenSSL server context and connections (Linux).</summary>
+    OpenSsl,
+
+    /// <summary>.NET's SslStream.</summary>
+    SslStream,
 }
 
 public sealed class SessionOptions

@@ -187,6 +187,11 @@ internal sealed class ImapProxyOptionsValidator : IValidateOptions<ImapProxyOpti
             errors.Add($"{P}:Performance:SocketEngine 'Epoll' needs Linux; use 'Auto' or 'DotNet'.");
         }
 
+        if (options.Performance.TlsEngine == TlsEngineKind.OpenSsl && !OperatingSystem.IsLinux())
+        {
+            errors.Add($"{P}:Performance:TlsEngine 'OpenSsl' needs Linux; use 'Auto' or 'SslStream'.");
+        }
+
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
     }
 

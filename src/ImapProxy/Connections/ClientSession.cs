@@ -38,7 +38,7 @@ internal sealed class ClientSession : ISpliceOwner
     // splice reads and writes the client stream itself) and before it begins.
     private PreAuthChannel? _channel;
     private Stream _clientStream; // the client stream: the socket's, or _tls over it
-    private SslStream? _tls; // implicit TLS or after STARTTLS; let go of once the splice takes over its record layer
+    private Stream? _tls; // implicit TLS or after STARTTLS (TlsServerStream or SslStream); let go of once the splice takes over its record layer
     private TlsRecordLayer? _recordLayer; // the TLS connection, once the splice took it over
     private Stream _clientTransport; // the stream under _tls (the socket's, or a PROXY header's read-ahead before it)
     private bool _tlsUnfinished; // a TLS handshake began and has not succeeded: no plaintext may be written any more
@@ -430,23 +430,48 @@ internal sealed class ClientSession : ISpliceOwner
         // dropped). Before implicit TLS there is none, and a PROXY header's reader may have read the start of the
         // ClientHello.
         var readAhead = _connection.ReleaseTransport();
+        if (_listener.Tls != ListenerTls.Implicit)
+        {
+            readAhead = [];
+        }
+
         _channel?.Dispose();
         _channel = null;
-        Stream transport = readAhead.Length > 0 && _listener.Tls == ListenerTls.Implicit
-            ? new PrefixedStream(readAhead, _connection.Stream)
-            : _connection.Stream;
-        var tls = new SslStream(transport, leaveInnerStreamOpen: true);
+        var server = _services.Certificates.GetServer();
+        Stream transport = _connection.Stream;
+        Stream? tls = null;
         using var handshakeTimeout = new CancellationTokenSource(_services.Certificates.HandshakeTimeout, _services.TimeProvider);
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, handshakeTimeout.Token);
         _tlsUnfinished = true;
         try
         {
-            await tls.AuthenticateAsServerAsync(_services.Certificates.GetServerOptions(), linked.Token);
+            if (server.Context is { } context)
+            {
+                // The proxy's own OpenSSL connection: the read-ahead goes straight into it.
+                var own = new TlsServerStream(TlsRecordLayer.Accept(context), transport);
+                tls = own;
+                await own.AuthenticateAsync(readAhead, linked.Token);
+            }
+            else
+            {
+                if (readAhead.Length > 0)
+                {
+                    transport = new PrefixedStream(readAhead, transport);
+                }
+
+                var runtimeTls = new SslStream(transport, leaveInnerStreamOpen: true);
+                tls = runtimeTls;
+                await runtimeTls.AuthenticateAsServerAsync(server.Options, linked.Token);
+            }
         }
         catch (Exception ex) when (ex is AuthenticationException or IOException || (ex is OperationCanceledException && handshakeTimeout.IsCancellationRequested))
         {
             // A client gone mid-handshake is a failed handshake too: the handshake's read sees the end of stream.
-            await tls.DisposeAsync();
+            if (tls is not null)
+            {
+                await tls.DisposeAsync();
+            }
+
             Log.TlsHandshakeFailed(_services.Logger, _client, ex is OperationCanceledException ? "timeout" : ex.GetType().Name);
             _metrics.TlsHandshakeFailed(_listener.Name);
             _reason = "tls handshake failed";
@@ -454,7 +479,11 @@ internal sealed class ClientSession : ISpliceOwner
         }
         catch
         {
-            await tls.DisposeAsync();
+            if (tls is not null)
+            {
+                await tls.DisposeAsync();
+            }
+
             throw;
         }
 

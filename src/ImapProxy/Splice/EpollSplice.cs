@@ -135,7 +135,14 @@ internal sealed class EpollSplice : IReadinessListener
                 return;
             }
 
-            // Whatever arrived before the listeners were set is still in the sockets.
+            // What the client sent behind its login may be in the record layer already (the proxy's own TLS
+            // connection reads ahead of the dialogue), and whatever arrived before the listeners were set is still in
+            // the sockets.
+            if (_tls is not null && _tls.HasPendingInput && !DecryptToBackend())
+            {
+                return;
+            }
+
             PumpFromClient();
             PumpFromBackend();
             TrimTls();

@@ -43,7 +43,8 @@ internal static class Splicer
     /// which a stop shuts down. <paramref name="fromClient"/> holds what the client sent behind its login and the
     /// pre-auth reader had already read; it goes to the backend first. A client and a plaintext backend on one thread
     /// of the epoll engine are spliced by <see cref="EpollSplice"/>'s event handlers (TLS clients through their record
-    /// layer, when the TLS stream can hand it over), any others by two copy loops. Throws only when the splice could
+    /// layer: always a <see cref="TlsServerStream"/>'s, an <see cref="SslStream"/>'s when it can hand it over), any
+    /// others by two copy loops. Throws only when the splice could
     /// not begin; the owner is then never told.
     /// </summary>
     public static void Start(Stream client, Stream clientTransport, ISocketControl clientSocket, ReadOnlyMemory<byte> fromClient, BackendConnection backend, ImapProxyMetrics metrics, SpliceControl control, ISpliceOwner owner)
@@ -59,6 +60,11 @@ internal static class Splicer
         {
             _ = RunStreamsAsync(client, clientSocket, fromClient, backend, metrics, control, owner);
             return;
+        }
+
+        if (client is TlsServerStream own)
+        {
+            tls = own.DetachLayer(); // what the client sent behind its login may wait in it: the splice reads that first
         }
 
         if (tls is not null)

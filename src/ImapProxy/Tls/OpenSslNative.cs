@@ -6,8 +6,9 @@ using System.Security.Cryptography;
 namespace ImapProxy.Tls;
 
 /// <summary>
-/// The OpenSSL functions the proxy calls on the runtime's own TLS connections, from the libssl and libcrypto the
-/// runtime loaded, and the way to a <see cref="SslStream"/>'s <c>SSL*</c>.
+/// The OpenSSL functions the proxy calls, from the libssl and libcrypto the runtime loaded: on its own server contexts
+/// and connections (<see cref="TlsServerContext"/>, <see cref="TlsRecordLayer"/>), and on the runtime's, with the way
+/// to a <see cref="SslStream"/>'s <c>SSL*</c>.
 /// </summary>
 /// <remarks>
 /// .NET has no public way to reach the <c>SSL*</c>. The handle is read from the stream's private
@@ -32,6 +33,14 @@ internal static unsafe class OpenSslNative
     public const int BioGetBufMemPtr = 115;    // BIO_C_GET_BUF_MEM_PTR (BIO_get_mem_ptr)
     public const int BioClose = 1;             // BIO_CLOSE: the BIO frees the BUF_MEM it is given
     public const ulong SslOpNoRenegotiation = 0x40000000; // SSL_OP_NO_RENEGOTIATION (1.1.1 and 3.x)
+    public const ulong SslOpNoCompression = 0x00020000;   // SSL_OP_NO_COMPRESSION
+    public const int SslCtrlMode = 33;                     // SSL_CTRL_MODE: SSL_(CTX_)set_mode
+    public const int SslCtrlSetSessionCacheMode = 44;      // SSL_CTRL_SET_SESS_CACHE_MODE
+    public const int SslCtrlSetMinProtoVersion = 123;      // SSL_CTRL_SET_MIN_PROTO_VERSION
+    public const long SslModeReleaseBuffers = 0x10;        // SSL_MODE_RELEASE_BUFFERS
+    public const long SslSessionCacheOff = 0;              // SSL_SESS_CACHE_OFF
+    public const long Tls12Version = 0x0303;               // TLS1_2_VERSION
+    public const int SslFiletypePem = 1;                   // SSL_FILETYPE_PEM
 
     private const string SafeSslHandleType = "Microsoft.Win32.SafeHandles.SafeSslHandle";
 
@@ -48,6 +57,9 @@ internal static unsafe class OpenSslNative
         : s_securityContext is null || !typeof(SafeHandle).IsAssignableFrom(s_securityContext.FieldType)
             ? "SslStream has no _securityContext handle in this runtime"
             : Functions.UnavailableReason;
+
+    /// <summary>Why the proxy cannot make OpenSSL connections of its own in this process, or null when it can.</summary>
+    public static string? ContextUnavailableReason => OperatingSystem.IsLinux() ? Functions.UnavailableReason : "not Linux";
 
     /// <summary>The stream's <c>SSL*</c> handle (not referenced: the caller adds a reference while it uses it), or null.</summary>
     public static SafeHandle? GetSslHandle(SslStream stream) =>
@@ -85,6 +97,86 @@ internal static unsafe class OpenSslNative
     public static nint BufMemNew() => Functions.BufMemNew();
 
     public static void ErrClearError() => Functions.ErrClearError();
+
+    /// <summary>
+    /// The oldest error on this thread's OpenSSL error queue as OpenSSL's text (codes and reason, no data of the
+    /// connection's), or <paramref name="fallback"/> when the queue is empty; the queue is cleared.
+    /// </summary>
+    public static string TakeErrorText(string fallback)
+    {
+        var code = Functions.ErrGetError();
+        Functions.ErrClearError();
+        if (code == 0)
+        {
+            return fallback;
+        }
+
+        var text = stackalloc byte[256];
+        Functions.ErrErrorStringN(code, text, 256);
+        return Marshal.PtrToStringUTF8((nint)text) ?? fallback;
+    }
+
+    /// <summary>A new server context (SSL_CTX) of the TLS method, or 0.</summary>
+    public static nint SslCtxNewServer() => Functions.SslCtxNew(Functions.TlsServerMethod());
+
+    public static void SslCtxFree(nint context) => Functions.SslCtxFree(context);
+
+    public static long SslCtxCtrl(nint context, int command, long argument) => (long)Functions.SslCtxCtrl(context, command, (nint)argument, 0);
+
+    public static void SslCtxSetOptions(nint context, ulong options) => _ = Functions.SslCtxSetOptions(context, options);
+
+    /// <summary>Loads the certificate and the chain behind it from a PEM file; false on failure (see the error queue).</summary>
+    public static bool SslCtxUseCertificateChainFile(nint context, string path)
+    {
+        fixed (byte* file = NullTerminated(path))
+        {
+            return Functions.SslCtxUseCertificateChainFile(context, file) == 1;
+        }
+    }
+
+    /// <summary>Loads the private key from a PEM file; false on failure (see the error queue).</summary>
+    public static bool SslCtxUsePrivateKeyFile(nint context, string path)
+    {
+        fixed (byte* file = NullTerminated(path))
+        {
+            return Functions.SslCtxUsePrivateKeyFile(context, file, SslFiletypePem) == 1;
+        }
+    }
+
+    public static bool SslCtxCheckPrivateKey(nint context) => Functions.SslCtxCheckPrivateKey(context) == 1;
+
+    /// <summary>A new connection of <paramref name="context"/> (which it references), or 0.</summary>
+    public static nint SslNew(nint context) => Functions.SslNew(context);
+
+    /// <summary>Frees a connection and the BIOs it was given.</summary>
+    public static void SslFree(nint ssl) => Functions.SslFree(ssl);
+
+    /// <summary>A new memory BIO (empty reads return -1 and ask for a retry), or 0.</summary>
+    public static nint BioNewMemory() => Functions.BioNew(Functions.BioSMem());
+
+    public static void BioFree(nint bio) => _ = Functions.BioFree(bio);
+
+    /// <summary>Gives the connection its read and write BIOs, which it owns from then on (it frees them).</summary>
+    public static void SslSetBio(nint ssl, nint readBio, nint writeBio) => Functions.SslSetBio(ssl, readBio, writeBio);
+
+    public static void SslSetAcceptState(nint ssl) => Functions.SslSetAcceptState(ssl);
+
+    public static int SslDoHandshake(nint ssl) => Functions.SslDoHandshake(ssl);
+
+    public static bool SslSessionReused(nint ssl) => Functions.SslSessionReused(ssl) == 1;
+
+    /// <summary>Plaintext bytes decrypted and not read yet.</summary>
+    public static int SslPending(nint ssl) => Functions.SslPending(ssl);
+
+    /// <summary>The negotiated protocol's name ("TLSv1.3").</summary>
+    public static string SslGetVersion(nint ssl) => Marshal.PtrToStringUTF8(Functions.SslGetVersion(ssl)) ?? "unknown";
+
+    private static byte[] NullTerminated(string text)
+    {
+        var bytes = new byte[System.Text.Encoding.UTF8.GetByteCount(text) + 1];
+        System.Text.Encoding.UTF8.GetBytes(text, bytes);
+        return bytes;
+    }
 
     private static string? LibraryName(string stem, long version) => (version >> 28) switch
     {
@@ -135,6 +227,27 @@ internal static unsafe class OpenSslNative
                 BioMethodType = (delegate* unmanaged<nint, int>)Export(crypto, "BIO_method_type");
                 BufMemNew = (delegate* unmanaged<nint>)Export(crypto, "BUF_MEM_new");
                 ErrClearError = (delegate* unmanaged<void>)Export(crypto, "ERR_clear_error");
+                ErrGetError = (delegate* unmanaged<nuint>)Export(crypto, "ERR_get_error");
+                ErrErrorStringN = (delegate* unmanaged<nuint, byte*, nuint, void>)Export(crypto, "ERR_error_string_n");
+                BioNew = (delegate* unmanaged<nint, nint>)Export(crypto, "BIO_new");
+                BioSMem = (delegate* unmanaged<nint>)Export(crypto, "BIO_s_mem");
+                BioFree = (delegate* unmanaged<nint, int>)Export(crypto, "BIO_free");
+                TlsServerMethod = (delegate* unmanaged<nint>)Export(ssl, "TLS_server_method");
+                SslCtxNew = (delegate* unmanaged<nint, nint>)Export(ssl, "SSL_CTX_new");
+                SslCtxFree = (delegate* unmanaged<nint, void>)Export(ssl, "SSL_CTX_free");
+                SslCtxCtrl = (delegate* unmanaged<nint, int, nint, nint, nint>)Export(ssl, "SSL_CTX_ctrl");
+                SslCtxSetOptions = (delegate* unmanaged<nint, ulong, ulong>)Export(ssl, "SSL_CTX_set_options");
+                SslCtxUseCertificateChainFile = (delegate* unmanaged<nint, byte*, int>)Export(ssl, "SSL_CTX_use_certificate_chain_file");
+                SslCtxUsePrivateKeyFile = (delegate* unmanaged<nint, byte*, int, int>)Export(ssl, "SSL_CTX_use_PrivateKey_file");
+                SslCtxCheckPrivateKey = (delegate* unmanaged<nint, int>)Export(ssl, "SSL_CTX_check_private_key");
+                SslNew = (delegate* unmanaged<nint, nint>)Export(ssl, "SSL_new");
+                SslFree = (delegate* unmanaged<nint, void>)Export(ssl, "SSL_free");
+                SslSetBio = (delegate* unmanaged<nint, nint, nint, void>)Export(ssl, "SSL_set_bio");
+                SslSetAcceptState = (delegate* unmanaged<nint, void>)Export(ssl, "SSL_set_accept_state");
+                SslDoHandshake = (delegate* unmanaged<nint, int>)Export(ssl, "SSL_do_handshake");
+                SslSessionReused = (delegate* unmanaged<nint, int>)Export(ssl, "SSL_session_reused");
+                SslPending = (delegate* unmanaged<nint, int>)Export(ssl, "SSL_pending");
+                SslGetVersion = (delegate* unmanaged<nint, nint>)Export(ssl, "SSL_get_version");
                 UnavailableReason = null;
             }
 #pragma warning disable CA1031 // A type initializer that throws would fail every TLS connection; callers fall back instead.
@@ -174,6 +287,48 @@ internal static unsafe class OpenSslNative
         public static delegate* unmanaged<nint> BufMemNew { get; }
 
         public static delegate* unmanaged<void> ErrClearError { get; }
+
+        public static delegate* unmanaged<nuint> ErrGetError { get; }
+
+        public static delegate* unmanaged<nuint, byte*, nuint, void> ErrErrorStringN { get; }
+
+        public static delegate* unmanaged<nint, nint> BioNew { get; }
+
+        public static delegate* unmanaged<nint> BioSMem { get; }
+
+        public static delegate* unmanaged<nint, int> BioFree { get; }
+
+        public static delegate* unmanaged<nint> TlsServerMethod { get; }
+
+        public static delegate* unmanaged<nint, nint> SslCtxNew { get; }
+
+        public static delegate* unmanaged<nint, void> SslCtxFree { get; }
+
+        public static delegate* unmanaged<nint, int, nint, nint, nint> SslCtxCtrl { get; }
+
+        public static delegate* unmanaged<nint, ulong, ulong> SslCtxSetOptions { get; }
+
+        public static delegate* unmanaged<nint, byte*, int> SslCtxUseCertificateChainFile { get; }
+
+        public static delegate* unmanaged<nint, byte*, int, int> SslCtxUsePrivateKeyFile { get; }
+
+        public static delegate* unmanaged<nint, int> SslCtxCheckPrivateKey { get; }
+
+        public static delegate* unmanaged<nint, nint> SslNew { get; }
+
+        public static delegate* unmanaged<nint, void> SslFree { get; }
+
+        public static delegate* unmanaged<nint, nint, nint, void> SslSetBio { get; }
+
+        public static delegate* unmanaged<nint, void> SslSetAcceptState { get; }
+
+        public static delegate* unmanaged<nint, int> SslDoHandshake { get; }
+
+        public static delegate* unmanaged<nint, int> SslSessionReused { get; }
+
+        public static delegate* unmanaged<nint, int> SslPending { get; }
+
+        public static delegate* unmanaged<nint, nint> SslGetVersion { get; }
 
         private static nint Load(string? soname, long version)
         {

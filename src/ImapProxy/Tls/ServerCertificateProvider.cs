@@ -9,13 +9,21 @@ using Microsoft.Extensions.Options;
 namespace ImapProxy.Tls;
 
 /// <summary>
-/// Server TLS options built from the PEM files. The files are checked for changes at most every few seconds,
+/// What a client's TLS handshake is made with: the proxy's own OpenSSL context, when <c>Performance:TlsEngine</c>
+/// gives one, and the SslStream options (always there: the fallback, and the certificate's details for the log).
+/// </summary>
+internal sealed record ServerTls(SslServerAuthenticationOptions Options, TlsServerContext? Context);
+
+/// <summary>
+/// Server TLS built from the PEM files. The files are checked for changes at most every few seconds,
 /// when a handshake asks, and reloaded without a restart (Kubernetes Secret updates). A broken new file keeps
 /// the last good certificate in service.
 /// </summary>
 internal sealed class ServerCertificateProvider : IDisposable
 {
     private readonly TlsOptions _options;
+    private readonly TlsEngineKind _engine;
+    private readonly bool _releaseBuffers;
     private readonly ILogger<ServerCertificateProvider> _logger;
     private readonly TimeProvider _timeProvider;
     private readonly Lock _reloadLock = new();
@@ -25,6 +33,8 @@ internal sealed class ServerCertificateProvider : IDisposable
     public ServerCertificateProvider(IOptions<ImapProxyOptions> options, ILogger<ServerCertificateProvider> logger, TimeProvider timeProvider)
     {
         _options = options.Value.Tls;
+        _engine = options.Value.Performance.TlsEngine;
+        _releaseBuffers = options.Value.Performance.ReleaseTlsBuffers;
         _logger = logger;
         _timeProvider = timeProvider;
     }
@@ -42,13 +52,16 @@ internal sealed class ServerCertificateProvider : IDisposable
         }
     }
 
-    public SslServerAuthenticationOptions GetServerOptions()
+    public SslServerAuthenticationOptions GetServerOptions() => GetServer().Options;
+
+    /// <summary>The current certificate's TLS, reloaded first if the files changed.</summary>
+    public ServerTls GetServer()
     {
         var current = _current;
         var now = _timeProvider.GetTimestamp();
         if (current is not null && now < Interlocked.Read(ref _nextCheck))
         {
-            return current.Options;
+            return current.Server;
         }
 
         lock (_reloadLock)
@@ -56,7 +69,7 @@ internal sealed class ServerCertificateProvider : IDisposable
             current = _current;
             if (current is not null && now < _nextCheck)
             {
-                return current.Options;
+                return current.Server;
             }
 
             _nextCheck = now + (long)(_options.ReloadCheckInterval.TotalSeconds * _timeProvider.TimestampFrequency);
@@ -65,24 +78,29 @@ internal sealed class ServerCertificateProvider : IDisposable
                 var stamp = Stamp();
                 if (current is not null && current.Stamp == stamp)
                 {
-                    return current.Options;
+                    return current.Server;
                 }
 
-                // The previous certificate is not disposed: handshakes in flight may still be using it.
+                // The previous certificate and context are not disposed: handshakes in flight may still be using them
+                // (each connection of a context holds its own reference on it; the handle's finalizer drops this one).
                 var loaded = Load(stamp);
                 _current = loaded;
                 Log.CertificateLoaded(_logger, loaded.Certificate.Subject, loaded.Certificate.NotAfter, loaded.Certificate.Thumbprint);
-                return loaded.Options;
+                return loaded.Server;
             }
             catch (Exception ex) when (current is not null && ex is IOException or System.Security.Cryptography.CryptographicException or ArgumentException)
             {
                 Log.CertificateReloadFailed(_logger, ex);
-                return current.Options;
+                return current.Server;
             }
         }
     }
 
-    public void Dispose() => _current?.Certificate.Dispose();
+    public void Dispose()
+    {
+        _current?.Certificate.Dispose();
+        _current?.Server.Context?.Dispose();
+    }
 
     /// <summary>
     /// A hash of both files' contents. Timestamps would not do: a Kubernetes Secret volume swaps a symlinked
@@ -118,8 +136,14 @@ internal sealed class ServerCertificateProvider : IDisposable
             CertificateRevocationCheckMode = X509RevocationMode.NoCheck,
             AllowRenegotiation = false,
         };
-        return new Loaded(certificate, options, stamp);
+
+        // The files were just read and checked by the runtime; OpenSSL reads them again for a context of the proxy's
+        // own. Where it cannot be reached, Auto keeps SslStream and OpenSsl fails (a reload keeps the last context).
+        var context = _engine == TlsEngineKind.SslStream || (_engine == TlsEngineKind.Auto && OpenSslNative.ContextUnavailableReason is not null)
+            ? null
+            : TlsServerContext.Create(_options.CertificateFile!, _options.KeyFile!, _releaseBuffers);
+        return new Loaded(certificate, new ServerTls(options, context), stamp);
     }
 
-    private sealed record Loaded(X509Certificate2 Certificate, SslServerAuthenticationOptions Options, string Stamp);
+    private sealed record Loaded(X509Certificate2 Certificate, ServerTls Server, string Stamp);
 }

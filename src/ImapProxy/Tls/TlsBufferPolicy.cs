@@ -8,8 +8,8 @@ namespace ImapProxy.Tls;
 
 /// <summary>
 /// Applies <c>Performance:ReleaseTlsBuffers</c> to every authenticated <see cref="SslStream"/>, on both sides of
-/// the proxy, and says once in the log when the runtime does not allow it; counts the handshake for
-/// <see cref="AllocatorTrim"/>.
+/// the proxy, and says once in the log when the runtime does not allow it (the proxy's own OpenSSL context sets it
+/// for all its connections); counts every handshake for <see cref="AllocatorTrim"/>.
 /// </summary>
 internal sealed class TlsBufferPolicy(IOptions<ImapProxyOptions> options, AllocatorTrim allocatorTrim, ILogger<TlsBufferPolicy> logger)
 {
@@ -17,10 +17,10 @@ internal sealed class TlsBufferPolicy(IOptions<ImapProxyOptions> options, Alloca
     private int _warned;
 
     /// <summary>Call right after the handshake, before the stream's first read or write.</summary>
-    public void Apply(SslStream stream)
+    public void Apply(Stream stream)
     {
         allocatorTrim.OnHandshake();
-        if (_enabled && !OpenSslBuffers.TryRelease(stream) && Interlocked.Exchange(ref _warned, 1) == 0)
+        if (_enabled && stream is SslStream runtimeTls && !OpenSslBuffers.TryRelease(runtimeTls) && Interlocked.Exchange(ref _warned, 1) == 0)
         {
             Log.TlsBuffersNotReleased(logger, OpenSslBuffers.UnavailableReason ?? "the stream has no OpenSSL handle");
         }

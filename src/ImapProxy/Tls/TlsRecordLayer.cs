@@ -1,6 +1,7 @@
 using System.Net.Security;
 using System.Reflection;
 using System.Runtime.InteropServices;
+using System.Security.Cryptography;
 
 namespace ImapProxy.Tls;
 
@@ -17,12 +18,26 @@ internal enum TlsReadStatus
     Failed,
 }
 
+/// <summary>What <see cref="TlsRecordLayer.Handshake"/> came to.</summary>
+internal enum TlsHandshakeStatus
+{
+    /// <summary>The handshake is done (what it wants sent is in the output).</summary>
+    Done,
+
+    /// <summary>More ciphertext from the client is needed (after what the output holds is sent).</summary>
+    WantRead,
+
+    /// <summary>The handshake failed (an alert for the client may be in the output).</summary>
+    Failed,
+}
+
 /// <summary>
-/// A TLS connection's record layer driven directly, for a splice on one engine thread: ciphertext goes in and out
-/// through the connection's memory BIOs, plaintext through SSL_read and SSL_write. The <see cref="SslStream"/> that
-/// made the handshake rests meanwhile; it can write again after <see cref="Release"/> (OpenSSL keeps the connection's
-/// state), or be let go of altogether: the owner then writes through this layer and frees the connection with
-/// <see cref="Close"/>.
+/// A TLS connection's record layer driven directly: ciphertext goes in and out through the connection's memory BIOs,
+/// plaintext through SSL_read and SSL_write. Either a connection of the proxy's own (<see cref="Accept"/>, handshake
+/// and all, see <see cref="TlsServerStream"/>), or the one under an authenticated <see cref="SslStream"/>, taken over
+/// for a splice on one engine thread (<see cref="TryTakeOver"/>). That stream rests meanwhile; it can write again
+/// after <see cref="Release"/> (OpenSSL keeps the connection's state), or be let go of altogether: the owner then
+/// writes through this layer and frees the connection with <see cref="Close"/>.
 /// </summary>
 /// <remarks>
 /// The runtime's memory BIOs never give memory back: each keeps a buffer as large as the most it ever held, so a
@@ -62,6 +77,52 @@ internal sealed unsafe class TlsRecordLayer
         _ssl = ssl;
         _readBio = readBio;
         _writeBio = writeBio;
+    }
+
+    /// <summary>
+    /// A new server connection of <paramref name="context"/>, over memory BIOs, before its handshake (see
+    /// <see cref="Handshake"/>); <see cref="Close"/> frees it. Throws <see cref="CryptographicException"/> when
+    /// OpenSSL cannot make one (out of memory), <see cref="ObjectDisposedException"/> when the context is disposed.
+    /// </summary>
+    public static TlsRecordLayer Accept(TlsServerContext context)
+    {
+        ArgumentNullException.ThrowIfNull(context);
+        var added = false;
+        try
+        {
+            context.DangerousAddRef(ref added);
+            OpenSslNative.ErrClearError();
+            var ssl = OpenSslNative.SslNew(context.DangerousGetHandle());
+            if (ssl == 0)
+            {
+                throw new CryptographicException(OpenSslNative.TakeErrorText("SSL_new failed"));
+            }
+
+            var handle = new ConnectionHandle();
+            handle.Own(ssl);
+            var readBio = OpenSslNative.BioNewMemory();
+            var writeBio = OpenSslNative.BioNewMemory();
+            if (readBio == 0 || writeBio == 0)
+            {
+                OpenSslNative.BioFree(readBio);
+                OpenSslNative.BioFree(writeBio);
+                handle.Dispose();
+                throw new CryptographicException(OpenSslNative.TakeErrorText("BIO_new failed"));
+            }
+
+            OpenSslNative.SslSetBio(ssl, readBio, writeBio);
+            OpenSslNative.SslSetAcceptState(ssl);
+            var referenced = false;
+            handle.DangerousAddRef(ref referenced); // the layer's, until Release, as for a taken-over connection
+            return new TlsRecordLayer(handle, ssl, readBio, writeBio);
+        }
+        finally
+        {
+            if (added)
+            {
+                context.DangerousRelease();
+            }
+        }
     }
 
     /// <summary>
@@ -122,6 +183,39 @@ internal sealed unsafe class TlsRecordLayer
                 handle.DangerousRelease();
             }
         }
+    }
+
+    /// <summary>Whether the handshake resumed an earlier session (a session ticket).</summary>
+    public bool IsResumed => OpenSslNative.SslSessionReused(_ssl);
+
+    /// <summary>The negotiated protocol ("TLSv1.3").</summary>
+    public string Protocol => OpenSslNative.SslGetVersion(_ssl);
+
+    /// <summary>Whether what was fed holds plaintext not read yet, decrypted or not (a whole record, or part of one).</summary>
+    public bool HasPendingInput => OpenSslNative.SslPending(_ssl) > 0 || PendingInput > 0;
+
+    /// <summary>
+    /// Goes on with the server side of the handshake over what was fed; what it wants sent is then in the output
+    /// (also when it failed: the alert). <paramref name="error"/> is OpenSSL's reason for a failure.
+    /// </summary>
+    public TlsHandshakeStatus Handshake(out string? error)
+    {
+        OpenSslNative.ErrClearError();
+        var result = OpenSslNative.SslDoHandshake(_ssl);
+        error = null;
+        if (result == 1)
+        {
+            return TlsHandshakeStatus.Done;
+        }
+
+        var code = OpenSslNative.SslGetError(_ssl, result);
+        if (code == OpenSslNative.SslErrorWantRead)
+        {
+            return TlsHandshakeStatus.WantRead;
+        }
+
+        error = OpenSslNative.TakeErrorText(code == OpenSslNative.SslErrorZeroReturn ? "closed by the client" : $"SSL error {code}");
+        return TlsHandshakeStatus.Failed;
     }
 
     /// <summary>Bytes of ciphertext waiting to go to the peer.</summary>
@@ -234,6 +328,25 @@ internal sealed unsafe class TlsRecordLayer
 
     /// <summary>The sizes of the read and write BIOs' buffers (for tests and diagnostics).</summary>
     internal (long Read, long Write) BufferCapacities => (Capacity(_readBio), Capacity(_writeBio));
+
+    /// <summary>A connection of the proxy's own: freed when the handle is disposed and no longer referenced.</summary>
+    private sealed class ConnectionHandle : SafeHandle
+    {
+        public ConnectionHandle()
+            : base(0, ownsHandle: true)
+        {
+        }
+
+        public override bool IsInvalid => handle == 0;
+
+        public void Own(nint ssl) => SetHandle(ssl);
+
+        protected override bool ReleaseHandle()
+        {
+            OpenSslNative.SslFree(handle); // and its BIOs
+            return true;
+        }
+    }
 
     /// <summary>Bytes in SslStream's receive buffer, or null if its internals are not the ones expected.</summary>
     internal static int? BufferedBytes(SslStream stream)
