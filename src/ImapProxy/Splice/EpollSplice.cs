@@ -136,9 +136,9 @@ internal sealed class EpollSplice : IReadinessListener
             }
 
             // What the client sent behind its login may be in the record layer already (the proxy's own TLS
-            // connection reads ahead of the dialogue), and whatever arrived before the listeners were set is still in
-            // the sockets.
-            if (_tls is not null && _tls.HasPendingInput && !DecryptToBackend())
+            // connection reads ahead of the dialogue), and so may what OpenSSL wants sent; whatever arrived before the
+            // listeners were set is still in the sockets.
+            if (_tls is not null && (_tls.HasPendingInput || _tls.PendingOutput > 0) && !DecryptToBackend())
             {
                 return;
             }

@@ -40,6 +40,7 @@ internal static unsafe class OpenSslNative
     public const long SslModeReleaseBuffers = 0x10;        // SSL_MODE_RELEASE_BUFFERS
     public const long SslSessionCacheOff = 0;              // SSL_SESS_CACHE_OFF
     public const long Tls12Version = 0x0303;               // TLS1_2_VERSION
+    public const int Tls13Version = 0x0304;                // TLS1_3_VERSION
     public const int SslFiletypePem = 1;                   // SSL_FILETYPE_PEM
 
     private const string SafeSslHandleType = "Microsoft.Win32.SafeHandles.SafeSslHandle";
@@ -168,6 +169,9 @@ internal static unsafe class OpenSslNative
     /// <summary>Plaintext bytes decrypted and not read yet.</summary>
     public static int SslPending(nint ssl) => Functions.SslPending(ssl);
 
+    /// <summary>The negotiated protocol's number (0x0304 for TLS 1.3).</summary>
+    public static int SslVersion(nint ssl) => Functions.SslVersion(ssl);
+
     /// <summary>The negotiated protocol's name ("TLSv1.3").</summary>
     public static string SslGetVersion(nint ssl) => Marshal.PtrToStringUTF8(Functions.SslGetVersion(ssl)) ?? "unknown";
 
@@ -248,6 +252,7 @@ internal static unsafe class OpenSslNative
                 SslSessionReused = (delegate* unmanaged<nint, int>)Export(ssl, "SSL_session_reused");
                 SslPending = (delegate* unmanaged<nint, int>)Export(ssl, "SSL_pending");
                 SslGetVersion = (delegate* unmanaged<nint, nint>)Export(ssl, "SSL_get_version");
+                SslVersion = (delegate* unmanaged<nint, int>)Export(ssl, "SSL_version");
                 UnavailableReason = null;
             }
 #pragma warning disable CA1031 // A type initializer that throws would fail every TLS connection; callers fall back instead.
@@ -329,6 +334,8 @@ internal static unsafe class OpenSslNative
         public static delegate* unmanaged<nint, int> SslPending { get; }
 
         public static delegate* unmanaged<nint, nint> SslGetVersion { get; }
+
+        public static delegate* unmanaged<nint, int> SslVersion { get; }
 
         private static nint Load(string? soname, long version)
         {

@@ -191,6 +191,9 @@ internal sealed unsafe class TlsRecordLayer
     /// <summary>The negotiated protocol ("TLSv1.3").</summary>
     public string Protocol => OpenSslNative.SslGetVersion(_ssl);
 
+    /// <summary>Whether the negotiated protocol is TLS 1.3 (once the handshake is done).</summary>
+    public bool IsTls13 => OpenSslNative.SslVersion(_ssl) == OpenSslNative.Tls13Version;
+
     /// <summary>Whether what was fed holds plaintext not read yet, decrypted or not (a whole record, or part of one).</summary>
     public bool HasPendingInput => OpenSslNative.SslPending(_ssl) > 0 || PendingInput > 0;
 

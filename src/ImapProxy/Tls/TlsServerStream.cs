@@ -15,7 +15,8 @@ namespace ImapProxy.Tls;
 /// client sent behind a record the reader asked for (commands pipelined behind LOGIN) stays in OpenSSL, where the
 /// splice finds it (see <see cref="TlsRecordLayer.HasPendingInput"/>). Buffers are rented per read and per write and
 /// given back before the call returns: a waiting stream holds none. What OpenSSL wants sent (records, and what a
-/// read makes it say: a key update's answer, an alert) goes out in the order it was made, one sender at a time.
+/// read makes it say: a key update's answer, an alert) goes out in the order it was made, one sender at a time, at
+/// the latest before a read waits for the client.
 /// Only asynchronous reads and writes are supported.
 /// </remarks>
 internal sealed class TlsServerStream : Stream
@@ -94,6 +95,15 @@ internal sealed class TlsServerStream : Stream
                     throw new AuthenticationException("TLS handshake failed: " + error);
                 }
 
+                if (status == TlsHandshakeStatus.Done && layer.IsTls13)
+                {
+                    // What TLS 1.3's last step wants sent is the session tickets, which the client does not wait for:
+                    // they go with the first write, the greeting after implicit TLS (one segment and one wake-up of
+                    // the client less per login). A read that has to wait for the client sends them first. TLS 1.2's
+                    // last step is the server's Finished, which the client does wait for.
+                    return;
+                }
+
                 await SendPendingAsync(cancellationToken);
                 if (status == TlsHandshakeStatus.Done)
                 {
@@ -140,13 +150,20 @@ internal sealed class TlsServerStream : Stream
         {
             // Waits for data without holding a buffer, as the socket's zero-byte read does.
             bool pending;
+            bool say;
             lock (_layerLock)
             {
                 pending = layer.HasPendingInput;
+                say = layer.PendingOutput > 0;
             }
 
             if (!pending && !_ended)
             {
+                if (say)
+                {
+                    await SendPendingAsync(cancellationToken);
+                }
+
                 _ = await _transport.ReadAsync(Memory<byte>.Empty, cancellationToken);
             }
 

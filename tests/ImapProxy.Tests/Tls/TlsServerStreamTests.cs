@@ -76,6 +76,27 @@ public sealed class TlsServerStreamTests : IDisposable
     }
 
     [Fact]
+    public async Task TheSessionTickets_WaitForTheFirstWrite_OrGoOutBeforeAReadWaits()
+    {
+        // TLS 1.3: the handshake's last step makes the tickets; they go out with the greeting (implicit TLS).
+        await using (var greeted = await ConnectAsync(ClientOptions(SslProtocols.Tls13)))
+        {
+            Assert.Equal(0, greeted.ClientSocket.Available);
+            await greeted.Server.WriteAsync("* OK ready\r\n"u8.ToArray());
+            Assert.Equal("* OK ready\r\n"u8.ToArray(), await ReadExactlyAsync(greeted.Client, 12));
+        }
+
+        // After STARTTLS the client speaks first: the tickets go before the server waits for it.
+        await using var waiting = await ConnectAsync(ClientOptions(SslProtocols.Tls13));
+        var read = waiting.Server.ReadAsync(Memory<byte>.Empty).AsTask();
+        await LoopbackSockets.WaitForAvailableAsync(waiting.ClientSocket, 1, s_limit);
+        Assert.False(read.IsCompleted);
+        await waiting.Client.WriteAsync("a CAPABILITY\r\n"u8.ToArray());
+        Assert.Equal(0, await read.WaitAsync(s_limit));
+        Assert.Equal("a CAPABILITY\r\n"u8.ToArray(), await ReadExactlyAsync(waiting.Server, 14));
+    }
+
+    [Fact]
     public async Task WhatTheClientSendsBehindARecordRead_WaitsInTheLayer_ForWhoeverTakesItOver()
     {
         await using var pair = await ConnectAsync(ClientOptions(SslProtocols.Tls13));
@@ -236,10 +257,10 @@ public sealed class TlsServerStreamTests : IDisposable
         var server = new TlsServerStream(TlsRecordLayer.Accept(_context), new NetworkStream(serverSocket, ownsSocket: false));
         var client = new SslStream(new NetworkStream(clientSocket, ownsSocket: true));
         await Task.WhenAll(server.AuthenticateAsync(default, CancellationToken.None), client.AuthenticateAsClientAsync(options)).WaitAsync(s_limit);
-        return new Pair(server, client, serverSocket);
+        return new Pair(server, client, serverSocket, clientSocket);
     }
 
-    private sealed record Pair(TlsServerStream Server, SslStream Client, Socket ServerSocket) : IAsyncDisposable
+    private sealed record Pair(TlsServerStream Server, SslStream Client, Socket ServerSocket, Socket ClientSocket) : IAsyncDisposable
     {
         public async ValueTask DisposeAsync()
         {
