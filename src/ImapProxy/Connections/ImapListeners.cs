@@ -26,10 +26,12 @@ namespace ImapProxy.Connections;
 /// session of a plaintext or STARTTLS listener starts right there: it writes its greeting and waits for the client,
 /// which a fresh socket always waits for (no command can run before the loop gets back to its events). That saves
 /// .NET's socket thread and a thread-pool hop per connection: per plain login, 11 context switches became 5 and
-/// CPU fell about a fifth (lab, 50 clients). A session of an implicit-TLS listener starts on the thread pool
-/// instead: its handshake's first flight would hold up every other session on that thread; a benchmark run measured
-/// TLS logins about 10% slower that way, and a five-pair lab A/B after accepting moved here found no gain either. With
-/// .NET's sockets, every session starts on the thread pool.
+/// CPU fell about a fifth (lab, 50 clients). So does a session of an implicit-TLS listener on the proxy's own TLS
+/// connections (<see cref="Tls.TlsServerStream"/>): its handshake's steps run on the engine thread in any case (each
+/// read's continuation does), and starting there saves the hop (CPU per TLS login over the generator's 0.94 × in
+/// lab pairs, lower in 8 of 8). On SslStream such a session starts on the thread pool: a benchmark run measured TLS
+/// logins about 10% slower the other way, and a five-pair lab A/B after accepting moved here found no gain either.
+/// With .NET's sockets, every session starts on the thread pool.
 /// </para>
 /// </remarks>
 internal sealed class ImapListeners(
@@ -88,7 +90,7 @@ internal sealed class ImapListeners(
                 var socket = _sockets[i];
                 var listener = proxy.Listeners[i];
                 var pipeline = CreatePipeline(listener, proxy);
-                var startHere = listener.Tls != ListenerTls.Implicit;
+                var startHere = listener.Tls != ListenerTls.Implicit || certificates.GetServer().Context is not null;
                 _acceptLoops.Add(socket.StartAccepting((connection, onEngineThread) => Accepted(connection, pipeline, startHere && onEngineThread)));
             }
         }
