@@ -118,9 +118,9 @@ internal sealed class ClientSession : ISpliceOwner
     void ISpliceOwner.TlsTakenOver(TlsRecordLayer recordLayer)
     {
         // The splice reads and writes the connection through its record layer, and so does the BYE after it: the TLS
-        // stream (about 0.4 KB with its copy of the options) is not kept for the session's hours of IDLE. It is
-        // disposed now (the layer's reference keeps the OpenSSL connection until Close), so that it gives back what it
-        // rented and leaves no finalization behind.
+        // stream is not kept for the session's hours of IDLE. It is disposed now: a TlsServerStream has handed its
+        // layer over already; an SslStream (about 0.4 KB with its copy of the options) leaves its connection to the
+        // layer's reference until Close, gives back what it rented and leaves no finalization behind.
         _recordLayer = recordLayer;
         _tls!.Dispose();
         _tls = null;

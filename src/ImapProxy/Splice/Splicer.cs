@@ -44,8 +44,7 @@ internal static class Splicer
     /// pre-auth reader had already read; it goes to the backend first. A client and a plaintext backend on one thread
     /// of the epoll engine are spliced by <see cref="EpollSplice"/>'s event handlers (TLS clients through their record
     /// layer: always a <see cref="TlsServerStream"/>'s, an <see cref="SslStream"/>'s when it can hand it over), any
-    /// others by two copy loops. Throws only when the splice could
-    /// not begin; the owner is then never told.
+    /// others by two copy loops. Throws only when the splice could not begin; the owner is then never told.
     /// </summary>
     public static void Start(Stream client, Stream clientTransport, ISocketControl clientSocket, ReadOnlyMemory<byte> fromClient, BackendConnection backend, ImapProxyMetrics metrics, SpliceControl control, ISpliceOwner owner)
     {

@@ -105,4 +105,10 @@ internal static partial class Log
 
     [LoggerMessage(48, LogLevel.Warning, "{Count} IMAP connections had not ended a second after they were aborted at shutdown")]
     public static partial void ConnectionsLeftAtShutdown(ILogger logger, int count);
+
+    [LoggerMessage(49, LogLevel.Information, "Client TLS: {Engine}")]
+    public static partial void TlsEngineSelected(ILogger logger, string engine);
+
+    [LoggerMessage(50, LogLevel.Warning, "Client TLS on SslStream instead of the proxy's own OpenSSL context: {Reason}")]
+    public static partial void TlsContextFallback(ILogger logger, string reason);
 }

@@ -48,11 +48,9 @@ internal sealed class ServerCertificateProvider : IDisposable
     {
         if (IsConfigured)
         {
-            _ = GetServerOptions();
+            Log.TlsEngineSelected(_logger, GetServer().Context is null ? "SslStream" : "OpenSSL, the proxy's own context");
         }
     }
-
-    public SslServerAuthenticationOptions GetServerOptions() => GetServer().Options;
 
     /// <summary>The current certificate's TLS, reloaded first if the files changed.</summary>
     public ServerTls GetServer()
@@ -137,12 +135,30 @@ internal sealed class ServerCertificateProvider : IDisposable
             AllowRenegotiation = false,
         };
 
-        // The files were just read and checked by the runtime; OpenSSL reads them again for a context of the proxy's
-        // own. Where it cannot be reached, Auto keeps SslStream and OpenSsl fails (a reload keeps the last context).
-        var context = _engine == TlsEngineKind.SslStream || (_engine == TlsEngineKind.Auto && OpenSslNative.ContextUnavailableReason is not null)
-            ? null
-            : TlsServerContext.Create(_options.CertificateFile!, _options.KeyFile!, _releaseBuffers);
-        return new Loaded(certificate, new ServerTls(options, context), stamp);
+        return new Loaded(certificate, new ServerTls(options, LoadContext()), stamp);
+    }
+
+    /// <summary>
+    /// The context of the proxy's own, or null for SslStream. The files were just read and checked by the runtime;
+    /// OpenSSL reads them again. Where it cannot be reached or refuses them, Auto keeps SslStream (and says why, on
+    /// Linux) and OpenSsl fails: the start, or the reload, which keeps the last context.
+    /// </summary>
+    private TlsServerContext? LoadContext()
+    {
+        if (_engine == TlsEngineKind.SslStream || (_engine == TlsEngineKind.Auto && !OperatingSystem.IsLinux()))
+        {
+            return null;
+        }
+
+        try
+        {
+            return TlsServerContext.Create(_options.CertificateFile!, _options.KeyFile!, _releaseBuffers);
+        }
+        catch (Exception ex) when (_engine == TlsEngineKind.Auto && ex is System.Security.Cryptography.CryptographicException or PlatformNotSupportedException)
+        {
+            Log.TlsContextFallback(_logger, ex.Message);
+            return null;
+        }
     }
 
     private sealed record Loaded(X509Certificate2 Certificate, ServerTls Server, string Stamp);
