@@ -318,7 +318,10 @@ internal sealed class TlsServerStream : Stream
 
     public override void SetLength(long value) => throw new NotSupportedException();
 
-    /// <summary>Frees the connection unless its layer was detached; the transport is the caller's.</summary>
+    /// <summary>
+    /// Frees the connection unless its layer was detached; the transport is the caller's. The turn's semaphore is left
+    /// as it is: a sender may still be giving its turn back, and without a wait handle it holds nothing to free.
+    /// </summary>
     protected override void Dispose(bool disposing)
     {
         if (disposing)
