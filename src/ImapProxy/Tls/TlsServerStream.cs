@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Security.Authentication;
+using ImapProxy.Connections.Transport;
 
 namespace ImapProxy.Tls;
 
@@ -29,7 +30,7 @@ namespace ImapProxy.Tls;
 /// are supported.
 /// </para>
 /// </remarks>
-internal sealed class TlsServerStream : Stream
+internal sealed class TlsServerStream : AsyncOnlyStream
 {
     /// <summary>Ciphertext read size: a full TLS record.</summary>
     private const int ReadSize = 16 * 1024 + 512;
@@ -54,20 +55,6 @@ internal sealed class TlsServerStream : Stream
         ArgumentNullException.ThrowIfNull(transport);
         _layer = layer;
         _transport = transport;
-    }
-
-    public override bool CanRead => true;
-
-    public override bool CanWrite => true;
-
-    public override bool CanSeek => false;
-
-    public override long Length => throw new NotSupportedException();
-
-    public override long Position
-    {
-        get => throw new NotSupportedException();
-        set => throw new NotSupportedException();
     }
 
     /// <summary>Whether the handshake resumed an earlier session.</summary>
@@ -296,27 +283,6 @@ internal sealed class TlsServerStream : Stream
 
         await SendTakenAndReleaseAsync(cancellationToken);
     }
-
-    public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
-        ReadAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
-
-    public override Task WriteAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
-        WriteAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
-
-    /// <summary>Nothing to do: every write is sent before it returns.</summary>
-    public override void Flush()
-    {
-    }
-
-    public override Task FlushAsync(CancellationToken cancellationToken) => Task.CompletedTask;
-
-    public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException("TlsServerStream reads asynchronously only.");
-
-    public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException("TlsServerStream writes asynchronously only.");
-
-    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-
-    public override void SetLength(long value) => throw new NotSupportedException();
 
     /// <summary>
     /// Frees the connection unless its layer was detached; the transport is the caller's. The turn's semaphore is left

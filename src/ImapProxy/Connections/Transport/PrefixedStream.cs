@@ -5,7 +5,7 @@ namespace ImapProxy.Connections.Transport;
 /// the one case where bytes read ahead must go back in front of a stream: a TLS ClientHello that arrived with the
 /// PROXY header that precedes it.
 /// </summary>
-internal sealed class PrefixedStream(byte[] prefix, Stream inner) : Stream
+internal sealed class PrefixedStream(byte[] prefix, Stream inner) : AsyncOnlyStream
 {
     private int _offset;
 
@@ -14,20 +14,6 @@ internal sealed class PrefixedStream(byte[] prefix, Stream inner) : Stream
 
     /// <summary>Whether every byte of the prefix has been read: from now on this stream is <see cref="Inner"/>.</summary>
     public bool IsDrained => _offset == prefix.Length;
-
-    public override bool CanRead => true;
-
-    public override bool CanWrite => true;
-
-    public override bool CanSeek => false;
-
-    public override long Length => throw new NotSupportedException();
-
-    public override long Position
-    {
-        get => throw new NotSupportedException();
-        set => throw new NotSupportedException();
-    }
 
     public override ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
     {
@@ -44,25 +30,11 @@ internal sealed class PrefixedStream(byte[] prefix, Stream inner) : Stream
         return ValueTask.FromResult(take);
     }
 
-    public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
-        ReadAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
-
     public override ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default) =>
         inner.WriteAsync(buffer, cancellationToken);
-
-    public override Task WriteAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
-        inner.WriteAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
 
     public override Task FlushAsync(CancellationToken cancellationToken) => inner.FlushAsync(cancellationToken);
 
     // Writes pass straight through, so there is nothing to flush here; SslStream's Dispose flushes its inner stream.
     public override void Flush() => inner.Flush();
-
-    public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException("Synchronous I/O is not supported.");
-
-    public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException("Synchronous I/O is not supported.");
-
-    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-
-    public override void SetLength(long value) => throw new NotSupportedException();
 }

@@ -10,25 +10,11 @@ namespace ImapProxy.Connections.Transport.Epoll;
 /// connection; callers close it after any cancellation). Each read and write tries the socket first, and watches its
 /// token only if it has to wait. Disposing takes the socket off its loop and closes it.
 /// </summary>
-internal sealed class EpollStream(EpollSocket socket) : Stream, ISocketControl
+internal sealed class EpollStream(EpollSocket socket) : AsyncOnlyStream, ISocketControl
 {
     public EpollSocket Socket { get; } = socket;
 
     public void Shutdown(SocketShutdown how) => Socket.Shutdown(how);
-
-    public override bool CanRead => true;
-
-    public override bool CanWrite => true;
-
-    public override bool CanSeek => false;
-
-    public override long Length => throw new NotSupportedException();
-
-    public override long Position
-    {
-        get => throw new NotSupportedException();
-        set => throw new NotSupportedException();
-    }
 
     public override ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
     {
@@ -47,9 +33,6 @@ internal sealed class EpollStream(EpollSocket socket) : Stream, ISocketControl
 
         return cancellationToken.CanBeCanceled ? AwaitReadOrCancelAsync(read, cancellationToken) : AwaitReadAsync(read);
     }
-
-    public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
-        ReadAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
 
     public override ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
     {
@@ -72,25 +55,7 @@ internal sealed class EpollStream(EpollSocket socket) : Stream, ISocketControl
         return cancellationToken.CanBeCanceled ? AwaitWriteOrCancelAsync(write, cancellationToken) : AwaitWriteAsync(write);
     }
 
-    public override Task WriteAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
-        WriteAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
-
-    public override Task FlushAsync(CancellationToken cancellationToken) => Task.CompletedTask;
-
     public Task<bool> WaitForPeerCloseAsync(CancellationToken cancellationToken) => Socket.WaitForPeerCloseAsync(cancellationToken);
-
-    public override void Flush()
-    {
-        // Writes are never buffered here.
-    }
-
-    public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException("Synchronous I/O is not supported.");
-
-    public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException("Synchronous I/O is not supported.");
-
-    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-
-    public override void SetLength(long value) => throw new NotSupportedException();
 
     protected override void Dispose(bool disposing)
     {
