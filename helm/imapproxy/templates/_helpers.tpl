@@ -53,6 +53,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "imapproxy.configDir" -}}/etc/imapproxy/config{{- end -}}
 {{- define "imapproxy.configFile" -}}imapproxy.json{{- end -}}
 {{- define "imapproxy.tlsDir" -}}/etc/imapproxy/tls{{- end -}}
+{{- define "imapproxy.ticketKeysDir" -}}/etc/imapproxy/ticket-keys{{- end -}}
 
 {{/* "true" when any listener terminates TLS (then the certificate Secret is mounted). */}}
 {{- define "imapproxy.usesTls" -}}
@@ -156,10 +157,13 @@ are rendered.
 {{- end -}}
 {{- $listeners = append $listeners $listener -}}
 {{- end -}}
-{{- $tls := dict "HandshakeTimeout" $values.tls.handshakeTimeout "ReloadCheckInterval" $values.tls.reloadCheckInterval -}}
+{{- $tls := dict "HandshakeTimeout" $values.tls.handshakeTimeout "ReloadCheckInterval" $values.tls.reloadCheckInterval "SessionTicketKeyRotation" $values.tls.sessionTicketKeyRotation -}}
 {{- if include "imapproxy.usesTls" . -}}
 {{- $_ := set $tls "CertificateFile" (printf "%s/tls.crt" (include "imapproxy.tlsDir" .)) -}}
 {{- $_ := set $tls "KeyFile" (printf "%s/tls.key" (include "imapproxy.tlsDir" .)) -}}
+{{- if $values.tls.sessionTicketKeysSecret -}}
+{{- $_ := set $tls "SessionTicketKeyFile" (printf "%s/ticket-keys" (include "imapproxy.ticketKeysDir" .)) -}}
+{{- end -}}
 {{- end -}}
 {{- $proxy := dict "Listeners" $listeners "Tls" $tls -}}
 {{- $_ := set $proxy "Admin" (dict "Enabled" true "Address" "0.0.0.0" "Port" $values.admin.port) -}}

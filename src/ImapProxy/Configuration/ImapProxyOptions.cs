@@ -75,6 +75,21 @@ public sealed class TlsOptions
 
     /// <summary>How often (at most, on handshakes) the PEM files are checked for a new certificate.</summary>
     public TimeSpan ReloadCheckInterval { get; set; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>
+    /// Keys that seal TLS session tickets, shared by every replica that reads the file, so a client resumes its
+    /// session on any of them: one key per line, base64 of 80 random bytes (<c>openssl rand 80 | base64 -w0</c>), the
+    /// key that seals new tickets first, older ones after it (they still open tickets). Checked for changes with the
+    /// certificate. Needs the proxy's own TLS (<c>Performance:TlsEngine</c> Auto or OpenSsl, OpenSSL 3). Unset: keys of
+    /// the process's own, rotated every <see cref="SessionTicketKeyRotation"/>.
+    /// </summary>
+    public string? SessionTicketKeyFile { get; set; }
+
+    /// <summary>
+    /// Without <see cref="SessionTicketKeyFile"/>: how often the process makes a new ticket key. Tickets of the previous
+    /// key still open, so a ticket resumes for one to two rotations; a leaked key exposes no older sessions.
+    /// </summary>
+    public TimeSpan SessionTicketKeyRotation { get; set; } = TimeSpan.FromHours(1);
 }
 
 public sealed class AdminOptions

@@ -58,6 +58,19 @@ internal sealed class ImapProxyOptionsValidator : IValidateOptions<ImapProxyOpti
 
         CheckPositive(errors, $"{P}:Tls:HandshakeTimeout", options.Tls.HandshakeTimeout);
         CheckPositive(errors, $"{P}:Tls:ReloadCheckInterval", options.Tls.ReloadCheckInterval);
+        if (options.Tls.SessionTicketKeyFile is not null)
+        {
+            CheckFile(errors, $"{P}:Tls:SessionTicketKeyFile", options.Tls.SessionTicketKeyFile, "it is given");
+            if (options.Performance.TlsEngine == TlsEngineKind.SslStream)
+            {
+                errors.Add($"{P}:Tls:SessionTicketKeyFile needs the proxy's own TLS; Performance:TlsEngine 'SslStream' cannot use it.");
+            }
+        }
+
+        if (options.Tls.SessionTicketKeyRotation < TimeSpan.FromMinutes(1) || options.Tls.SessionTicketKeyRotation > TimeSpan.FromDays(1))
+        {
+            errors.Add($"{P}:Tls:SessionTicketKeyRotation must be between 00:01:00 and 1.00:00:00 (got {options.Tls.SessionTicketKeyRotation}).");
+        }
 
         if (options.Admin.Enabled)
         {

@@ -488,6 +488,7 @@ internal sealed class ClientSession : ISpliceOwner
         }
 
         _tlsUnfinished = false;
+        _metrics.TlsHandshakeCompleted(_listener.Name, tls is TlsServerStream ownTls ? ownTls.IsResumed : null);
         _services.TlsBuffers.Apply(tls);
         _tls = tls;
         _clientStream = tls;

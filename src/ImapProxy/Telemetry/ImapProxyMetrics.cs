@@ -14,6 +14,7 @@ public sealed class ImapProxyMetrics
 
     public const string ListenerTag = "imapproxy.listener";
     public const string TlsModeTag = "imapproxy.listener.tls";
+    public const string TlsResumedTag = "imapproxy.tls.resumed";
     public const string ResultTag = "imapproxy.login.result";
     public const string MechanismTag = "imapproxy.login.mechanism";
     public const string PhaseTag = "imapproxy.login.phase";
@@ -36,6 +37,7 @@ public sealed class ImapProxyMetrics
     private readonly TaggedCounts<(string Result, string Mechanism)> _logins = new(static key => [new(ResultTag, key.Result), new(MechanismTag, key.Mechanism)]);
     private readonly TaggedCounts<string> _directoryLookups = new(static source => [new(SourceTag, source)]);
     private readonly TaggedCounts<string> _backendSessions = new(static backend => [new(BackendTag, backend)]);
+    private readonly TaggedCounts<(string Listener, string Resumed)> _tlsHandshakes = new(static key => [new(ListenerTag, key.Listener), new(TlsResumedTag, key.Resumed)]);
     private readonly Counter<long> _tlsHandshakeFailures;
     private readonly Histogram<double> _loginDuration;
     private readonly Counter<long> _backendConnectErrors;
@@ -51,6 +53,7 @@ public sealed class ImapProxyMetrics
         Meter = meterFactory.Create(MeterName);
         Meter.CreateObservableCounter("imapproxy.connections.accepted", _connectionsAccepted.Observe, "{connection}", "Client connections accepted, by listener and its TLS mode.");
         Meter.CreateObservableUpDownCounter("imapproxy.connections.active", _connectionsActive.Observe, "{connection}", "Client connections open now (pre-auth and spliced), by listener.");
+        Meter.CreateObservableCounter("imapproxy.tls.handshakes", _tlsHandshakes.Observe, "{handshake}", "Client TLS handshakes completed, by listener and whether a session ticket resumed them (true, false; unknown on the SslStream engine).");
         _tlsHandshakeFailures = Meter.CreateCounter<long>("imapproxy.tls.handshake.failures", "{handshake}", "Client STARTTLS handshakes that failed or timed out, by listener.");
         Meter.CreateObservableCounter("imapproxy.logins", _logins.Observe, "{login}", "Login attempts by result (success, auth_failed, unavailable, limit, proxy_loop) and mechanism.");
         _loginDuration = Meter.CreateHistogram("imapproxy.login.duration", "s", "Time spent in each phase of a login: directory, backend_connect, backend_auth, and total.", advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = s_latencyBuckets });
@@ -75,6 +78,10 @@ public sealed class ImapProxyMetrics
     }
 
     public void ConnectionClosed(string listener) => _connectionsActive.Add(listener, -1);
+
+    /// <summary>A client's handshake completed; <paramref name="resumed"/> is null where the TLS engine does not tell.</summary>
+    public void TlsHandshakeCompleted(string listener, bool? resumed) =>
+        _tlsHandshakes.Add((listener, resumed switch { true => "true", false => "false", null => "unknown" }), 1);
 
     public void TlsHandshakeFailed(string listener) => _tlsHandshakeFailures.Add(1, new KeyValuePair<string, object?>(ListenerTag, listener));
 

@@ -111,4 +111,7 @@ internal static partial class Log
 
     [LoggerMessage(50, LogLevel.Warning, "Client TLS on SslStream instead of the proxy's own OpenSSL context: {Reason}")]
     public static partial void TlsContextFallback(ILogger logger, string reason);
+
+    [LoggerMessage(51, LogLevel.Information, "Client TLS session tickets are sealed with keys from {Source}")]
+    public static partial void SessionTicketKeysInUse(ILogger logger, string source);
 }

@@ -43,6 +43,10 @@ internal static unsafe class OpenSslNative
     public const int Tls13Version = 0x0304;                // TLS1_3_VERSION
     public const int SslFiletypePem = 1;                   // SSL_FILETYPE_PEM
 
+    private const int CryptoExIndexSslCtx = 1;             // CRYPTO_EX_INDEX_SSL_CTX
+    private const uint OsslParamUtf8String = 4;            // OSSL_PARAM_UTF8_STRING
+    private const uint OsslParamOctetString = 5;           // OSSL_PARAM_OCTET_STRING
+
     private const string SafeSslHandleType = "Microsoft.Win32.SafeHandles.SafeSslHandle";
 
     private static readonly FieldInfo? s_securityContext = OperatingSystem.IsLinux()
@@ -175,6 +179,59 @@ internal static unsafe class OpenSslNative
     /// <summary>The negotiated protocol's name ("TLSv1.3").</summary>
     public static string SslGetVersion(nint ssl) => Marshal.PtrToStringUTF8(Functions.SslGetVersion(ssl)) ?? "unknown";
 
+    /// <summary>
+    /// Why session tickets cannot be sealed with keys of the proxy's own (<see cref="SessionTicketKeys"/>) in this
+    /// process, or null when they can: the callback that takes them is OpenSSL 3's.
+    /// </summary>
+    public static string? TicketKeysUnavailableReason => ContextUnavailableReason ?? TicketFunctions.UnavailableReason;
+
+    /// <summary>Gives <paramref name="context"/> the callback that seals and opens its session tickets; false on failure.</summary>
+    public static bool SslCtxSetTicketKeyCallback(nint context, delegate* unmanaged<nint, byte*, byte*, nint, nint, int, int> callback) =>
+        TicketFunctions.SslCtxSetTicketKeyEvpCallback(context, callback) == 1;
+
+    /// <summary>
+    /// A slot of every SSL_CTX for a pointer of the proxy's, with <paramref name="free"/> called when a context that
+    /// holds one is freed (after its last connection); -1 on failure.
+    /// </summary>
+    public static int SslCtxNewDataIndex(delegate* unmanaged<nint, nint, nint, int, nint, nint, void> free) =>
+        TicketFunctions.CryptoGetExNewIndex(CryptoExIndexSslCtx, 0, 0, null, null, free);
+
+    public static bool SslCtxSetData(nint context, int index, nint data) => TicketFunctions.SslCtxSetExData(context, index, data) == 1;
+
+    public static nint SslCtxGetData(nint context, int index) => TicketFunctions.SslCtxGetExData(context, index);
+
+    /// <summary>The context a connection was made from.</summary>
+    public static nint SslGetContext(nint ssl) => TicketFunctions.SslGetSslCtx(ssl);
+
+    /// <summary>
+    /// Sets up a ticket's cipher (AES-256-CBC) and MAC (HMAC-SHA256) contexts with <paramref name="key"/> and
+    /// <paramref name="iv"/>, to seal (<paramref name="seal"/>) or to open; false on failure.
+    /// </summary>
+    public static bool InitTicketContexts(nint cipherContext, nint macContext, SessionTicketKey key, byte* iv, bool seal)
+    {
+        var cipher = TicketFunctions.Aes256Cbc;
+        fixed (byte* aes = key.AesKey)
+        fixed (byte* hmac = key.HmacKey)
+        fixed (byte* keyName = "key\0"u8)
+        fixed (byte* digestName = "digest\0"u8)
+        fixed (byte* sha256 = "SHA256\0"u8)
+        {
+            var ok = seal
+                ? TicketFunctions.EvpEncryptInitEx(cipherContext, cipher, 0, aes, iv)
+                : TicketFunctions.EvpDecryptInitEx(cipherContext, cipher, 0, aes, iv);
+            if (ok != 1)
+            {
+                return false;
+            }
+
+            var parameters = stackalloc OsslParam[3];
+            parameters[0] = new OsslParam { Key = keyName, DataType = OsslParamOctetString, Data = hmac, DataSize = (nuint)key.HmacKey.Length, ReturnSize = nuint.MaxValue };
+            parameters[1] = new OsslParam { Key = digestName, DataType = OsslParamUtf8String, Data = sha256, DataSize = 6, ReturnSize = nuint.MaxValue };
+            parameters[2] = default;
+            return TicketFunctions.EvpMacCtxSetParams(macContext, parameters) == 1;
+        }
+    }
+
     private static byte[] NullTerminated(string text)
     {
         var bytes = new byte[System.Text.Encoding.UTF8.GetByteCount(text) + 1];
@@ -200,6 +257,105 @@ internal static unsafe class OpenSslNative
         }
 
         return false;
+    }
+
+    private static nint Load(string? soname, long version)
+    {
+        if (soname is null)
+        {
+            throw new InvalidOperationException($"unknown OpenSSL version 0x{version:x}");
+        }
+
+        if (!IsMapped(soname))
+        {
+            throw new InvalidOperationException($"{soname} is not the OpenSSL the runtime loaded");
+        }
+
+        return NativeLibrary.Load(soname);
+    }
+
+    private static nint Export(nint library, string name) =>
+        NativeLibrary.TryGetExport(library, name, out var export) ? export : throw new InvalidOperationException($"{name} not found");
+
+    /// <summary>OSSL_PARAM: one named parameter of an OpenSSL 3 algorithm.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    private struct OsslParam
+    {
+        public byte* Key;
+        public uint DataType;
+        public void* Data;
+        public nuint DataSize;
+        public nuint ReturnSize;
+    }
+
+    /// <summary>
+    /// The exports that seal session tickets with the proxy's keys, resolved once and apart from
+    /// <see cref="Functions"/>: OpenSSL 1.1.1 lacks some of them, and the rest works without.
+    /// </summary>
+    private static class TicketFunctions
+    {
+        static TicketFunctions()
+        {
+            try
+            {
+                if (!OperatingSystem.IsLinux() || Functions.UnavailableReason is not null)
+                {
+                    throw new PlatformNotSupportedException(Functions.UnavailableReason ?? "not Linux");
+                }
+
+                var version = SafeEvpPKeyHandle.OpenSslVersion;
+                if (version >> 28 < 3)
+                {
+                    throw new PlatformNotSupportedException($"OpenSSL 0x{version:x} is older than 3.0");
+                }
+
+                var ssl = Load(LibraryName("libssl", version), version);
+                var crypto = Load(LibraryName("libcrypto", version), version);
+                SslCtxSetTicketKeyEvpCallback = (delegate* unmanaged<nint, delegate* unmanaged<nint, byte*, byte*, nint, nint, int, int>, int>)Export(ssl, "SSL_CTX_set_tlsext_ticket_key_evp_cb");
+                SslGetSslCtx = (delegate* unmanaged<nint, nint>)Export(ssl, "SSL_get_SSL_CTX");
+                SslCtxSetExData = (delegate* unmanaged<nint, int, nint, int>)Export(ssl, "SSL_CTX_set_ex_data");
+                SslCtxGetExData = (delegate* unmanaged<nint, int, nint>)Export(ssl, "SSL_CTX_get_ex_data");
+                CryptoGetExNewIndex = (delegate* unmanaged<int, nint, nint, void*, void*, delegate* unmanaged<nint, nint, nint, int, nint, nint, void>, int>)Export(crypto, "CRYPTO_get_ex_new_index");
+                EvpEncryptInitEx = (delegate* unmanaged<nint, nint, nint, byte*, byte*, int>)Export(crypto, "EVP_EncryptInit_ex");
+                EvpDecryptInitEx = (delegate* unmanaged<nint, nint, nint, byte*, byte*, int>)Export(crypto, "EVP_DecryptInit_ex");
+                EvpMacCtxSetParams = (delegate* unmanaged<nint, OsslParam*, int>)Export(crypto, "EVP_MAC_CTX_set_params");
+
+                // Fetched once for the process (never freed): an implicit fetch per ticket would look it up every time.
+                var fetch = (delegate* unmanaged<nint, byte*, byte*, nint>)Export(crypto, "EVP_CIPHER_fetch");
+                fixed (byte* name = "AES-256-CBC\0"u8)
+                {
+                    Aes256Cbc = fetch(0, name, null);
+                }
+
+                UnavailableReason = Aes256Cbc == 0 ? "AES-256-CBC cannot be fetched" : null;
+            }
+#pragma warning disable CA1031 // As in Functions: callers keep OpenSSL's own ticket key instead.
+            catch (Exception ex)
+#pragma warning restore CA1031
+            {
+                UnavailableReason = ex.Message;
+            }
+        }
+
+        public static string? UnavailableReason { get; } = "not initialised";
+
+        public static delegate* unmanaged<nint, delegate* unmanaged<nint, byte*, byte*, nint, nint, int, int>, int> SslCtxSetTicketKeyEvpCallback { get; }
+
+        public static delegate* unmanaged<nint, nint> SslGetSslCtx { get; }
+
+        public static delegate* unmanaged<nint, int, nint, int> SslCtxSetExData { get; }
+
+        public static delegate* unmanaged<nint, int, nint> SslCtxGetExData { get; }
+
+        public static delegate* unmanaged<int, nint, nint, void*, void*, delegate* unmanaged<nint, nint, nint, int, nint, nint, void>, int> CryptoGetExNewIndex { get; }
+
+        public static delegate* unmanaged<nint, nint, nint, byte*, byte*, int> EvpEncryptInitEx { get; }
+
+        public static delegate* unmanaged<nint, nint, nint, byte*, byte*, int> EvpDecryptInitEx { get; }
+
+        public static delegate* unmanaged<nint, OsslParam*, int> EvpMacCtxSetParams { get; }
+
+        public static nint Aes256Cbc { get; }
     }
 
     /// <summary>The exports, resolved once (C <c>long</c> is pointer-sized on Linux).</summary>
@@ -337,22 +493,5 @@ internal static unsafe class OpenSslNative
 
         public static delegate* unmanaged<nint, int> SslVersion { get; }
 
-        private static nint Load(string? soname, long version)
-        {
-            if (soname is null)
-            {
-                throw new InvalidOperationException($"unknown OpenSSL version 0x{version:x}");
-            }
-
-            if (!IsMapped(soname))
-            {
-                throw new InvalidOperationException($"{soname} is not the OpenSSL the runtime loaded");
-            }
-
-            return NativeLibrary.Load(soname);
-        }
-
-        private static nint Export(nint library, string name) =>
-            NativeLibrary.TryGetExport(library, name, out var export) ? export : throw new InvalidOperationException($"{name} not found");
     }
 }

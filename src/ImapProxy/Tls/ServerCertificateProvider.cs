@@ -27,6 +27,7 @@ internal sealed class ServerCertificateProvider : IDisposable
     private readonly ILogger<ServerCertificateProvider> _logger;
     private readonly TimeProvider _timeProvider;
     private readonly Lock _reloadLock = new();
+    private SessionTicketKeys? _rotatingTicketKeys;
     private volatile Loaded? _current;
     private long _nextCheck;
 
@@ -86,7 +87,7 @@ internal sealed class ServerCertificateProvider : IDisposable
                 Log.CertificateLoaded(_logger, loaded.Certificate.Subject, loaded.Certificate.NotAfter, loaded.Certificate.Thumbprint);
                 return loaded.Server;
             }
-            catch (Exception ex) when (current is not null && ex is IOException or System.Security.Cryptography.CryptographicException or ArgumentException)
+            catch (Exception ex) when (current is not null && ex is IOException or System.Security.Cryptography.CryptographicException or ArgumentException or FormatException or PlatformNotSupportedException)
             {
                 Log.CertificateReloadFailed(_logger, ex);
                 return current.Server;
@@ -101,14 +102,19 @@ internal sealed class ServerCertificateProvider : IDisposable
     }
 
     /// <summary>
-    /// A hash of both files' contents. Timestamps would not do: a Kubernetes Secret volume swaps a symlinked
-    /// directory, and the file paths themselves never change.
+    /// A hash of the files' contents (the certificate's, its key's, the session ticket keys' when given). Timestamps
+    /// would not do: a Kubernetes Secret volume swaps a symlinked directory, and the file paths themselves never change.
     /// </summary>
     private string Stamp()
     {
         using var hash = System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256);
         hash.AppendData(File.ReadAllBytes(_options.CertificateFile!));
         hash.AppendData(File.ReadAllBytes(_options.KeyFile!));
+        if (_options.SessionTicketKeyFile is { } ticketKeyFile)
+        {
+            hash.AppendData(File.ReadAllBytes(ticketKeyFile));
+        }
+
         return Convert.ToHexString(hash.GetHashAndReset());
     }
 
@@ -141,7 +147,9 @@ internal sealed class ServerCertificateProvider : IDisposable
     /// <summary>
     /// The context of the proxy's own, or null for SslStream. The files were just read and checked by the runtime;
     /// OpenSSL reads them again. Where it cannot be reached or refuses them, Auto keeps SslStream (and says why, on
-    /// Linux) and OpenSsl fails: the start, or the reload, which keeps the last context.
+    /// Linux) and OpenSsl fails: the start, or the reload, which keeps the last context. A session ticket key file
+    /// that is not one fails either way (<see cref="FormatException"/>); one that OpenSSL cannot take (1.1.1) is like
+    /// files it refuses.
     /// </summary>
     private TlsServerContext? LoadContext()
     {
@@ -150,9 +158,22 @@ internal sealed class ServerCertificateProvider : IDisposable
             return null;
         }
 
+        // The rotating keys outlive each context (made once, under the reload lock), and are only made once the
+        // runtime has loaded OpenSSL (the certificate above did): OpenSslNative looks the library up once.
+        var ticketKeys = _options.SessionTicketKeyFile is { } ticketKeyFile
+            ? SessionTicketKeys.FromFile(ticketKeyFile)
+            : OpenSslNative.TicketKeysUnavailableReason is null
+                ? _rotatingTicketKeys ??= SessionTicketKeys.Rotating(_options.SessionTicketKeyRotation, _timeProvider)
+                : null;
         try
         {
-            return TlsServerContext.Create(_options.CertificateFile!, _options.KeyFile!, _releaseBuffers);
+            var context = TlsServerContext.Create(_options.CertificateFile!, _options.KeyFile!, _releaseBuffers, ticketKeys);
+            if (ticketKeys is not null)
+            {
+                Log.SessionTicketKeysInUse(_logger, ticketKeys.Source);
+            }
+
+            return context;
         }
         catch (Exception ex) when (_engine == TlsEngineKind.Auto && ex is System.Security.Cryptography.CryptographicException or PlatformNotSupportedException)
         {

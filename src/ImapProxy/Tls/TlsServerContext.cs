@@ -11,13 +11,18 @@ namespace ImapProxy.Tls;
 /// (round 14's profile: 16.7% of a TLS login's CPU in managed code and the runtime, against HAProxy's 7.9% in its own).
 /// </summary>
 /// <remarks>
-/// Resumption: OpenSSL's stateless session tickets (TLS 1.3 and 1.2), with a ticket key of this context's own, so a
-/// client resumes on the context that issued its ticket (a certificate reload makes a new one: clients then make one
-/// full handshake). No server-side session cache: a ticket costs the server no memory. Each connection holds a
-/// reference on its context, which therefore lives as long as its last connection.
+/// Resumption: OpenSSL's stateless session tickets (TLS 1.3 and 1.2), sealed with the <see cref="SessionTicketKeys"/>
+/// it is given (rotated keys of the process's own, or an operator's file shared by the replicas), which every context
+/// of the provider shares: a certificate reload does not cost clients a full handshake. Without them (OpenSSL 1.1.1),
+/// a ticket key of the context's own that lives as long as the context. No server-side session cache: a ticket costs
+/// the server no memory. Each connection holds a reference on its context, which therefore lives as long as its last
+/// connection; so do the keys the context holds.
 /// </remarks>
-internal sealed class TlsServerContext : SafeHandle
+internal sealed unsafe class TlsServerContext : SafeHandle
 {
+    private const int IvLength = 16; // EVP_MAX_IV_LENGTH, AES-CBC's
+
+
     /// <summary>An invalid handle; <see cref="Create"/> makes real ones.</summary>
     public TlsServerContext()
         : base(0, ownsHandle: true)
@@ -28,11 +33,18 @@ internal sealed class TlsServerContext : SafeHandle
 
     /// <summary>
     /// A context serving the certificate chain of <paramref name="certificateFile"/> (the server's certificate first)
-    /// with the key of <paramref name="keyFile"/>. Throws <see cref="CryptographicException"/> with OpenSSL's reason
-    /// when the files do not make one, <see cref="PlatformNotSupportedException"/> when OpenSSL cannot be reached.
+    /// with the key of <paramref name="keyFile"/>, sealing session tickets with <paramref name="ticketKeys"/> (when
+    /// null, with OpenSSL's own key of the context). Throws <see cref="CryptographicException"/> with OpenSSL's reason
+    /// when the files do not make one, <see cref="PlatformNotSupportedException"/> when OpenSSL cannot be reached or
+    /// cannot take <paramref name="ticketKeys"/>.
     /// </summary>
-    public static TlsServerContext Create(string certificateFile, string keyFile, bool releaseBuffers)
+    public static TlsServerContext Create(string certificateFile, string keyFile, bool releaseBuffers, SessionTicketKeys? ticketKeys = null)
     {
+        if (ticketKeys is not null && OpenSslNative.TicketKeysUnavailableReason is { } ticketReason)
+        {
+            throw new PlatformNotSupportedException("Session ticket keys of the proxy's own cannot be used: " + ticketReason);
+        }
+
         if (OpenSslNative.ContextUnavailableReason is { } reason)
         {
             throw new PlatformNotSupportedException("OpenSSL cannot be used directly: " + reason);
@@ -70,6 +82,11 @@ internal sealed class TlsServerContext : SafeHandle
                 throw new CryptographicException($"{keyFile}: {OpenSslNative.TakeErrorText("not the certificate's key")}");
             }
 
+            if (ticketKeys is not null)
+            {
+                TicketSealing.Attach(ctx, ticketKeys);
+            }
+
             return context;
         }
         catch
@@ -83,5 +100,93 @@ internal sealed class TlsServerContext : SafeHandle
     {
         OpenSslNative.SslCtxFree(handle); // connections still open keep their own reference
         return true;
+    }
+
+    /// <summary>
+    /// The ticket key callback: OpenSSL calls it in the handshake (on the thread driving it) to seal a new ticket
+    /// and to open one a client offers. The keys hang off the SSL_CTX (a handle in its data slot, let go of when
+    /// OpenSSL frees the context after its last connection), so a connection always finds its own context's.
+    /// </summary>
+    private static class TicketSealing
+    {
+        private static readonly int s_slot = OpenSslNative.SslCtxNewDataIndex(&FreeKeys);
+
+        public static void Attach(nint ctx, SessionTicketKeys keys)
+        {
+            if (s_slot < 0)
+            {
+                throw new CryptographicException(OpenSslNative.TakeErrorText("no data slot for the session ticket keys"));
+            }
+
+            var handle = GCHandle.Alloc(keys);
+            if (!OpenSslNative.SslCtxSetData(ctx, s_slot, GCHandle.ToIntPtr(handle)))
+            {
+                handle.Free();
+                throw new CryptographicException(OpenSslNative.TakeErrorText("the session ticket keys were refused"));
+            }
+
+            // From here FreeKeys lets go of the handle, when the context goes.
+            if (!OpenSslNative.SslCtxSetTicketKeyCallback(ctx, &SealOrOpen))
+            {
+                throw new CryptographicException(OpenSslNative.TakeErrorText("the session ticket callback was refused"));
+            }
+        }
+
+        /// <summary>
+        /// CRYPTO_EX_free: called for every SSL_CTX the process frees (the runtime's own too, whose slot is empty).
+        /// </summary>
+        [UnmanagedCallersOnly]
+        private static void FreeKeys(nint parent, nint data, nint exData, int index, nint argl, nint argp)
+        {
+            if (data != 0)
+            {
+                GCHandle.FromIntPtr(data).Free();
+            }
+        }
+
+        /// <summary>
+        /// SSL_CTX_set_tlsext_ticket_key_evp_cb's callback. Sealing (<paramref name="seal"/> 1): names the key, makes
+        /// the IV, sets up the cipher and the MAC; 1, or -1 on failure. Opening: 0 for a key not known (the ticket is
+        /// ignored and the handshake is a full one), 1, 2 when the client should get a new ticket (always in TLS 1.3:
+        /// with 1 OpenSSL sends none, and a client that used its ticket then comes back with a full handshake), -1 on
+        /// failure. No exception may leave it.
+        /// </summary>
+        [UnmanagedCallersOnly]
+        private static int SealOrOpen(nint ssl, byte* keyName, byte* iv, nint cipherContext, nint macContext, int seal)
+        {
+            try
+            {
+                var data = OpenSslNative.SslCtxGetData(OpenSslNative.SslGetContext(ssl), s_slot);
+                if (data == 0 || GCHandle.FromIntPtr(data).Target is not SessionTicketKeys keys)
+                {
+                    return -1;
+                }
+
+                if (seal == 1)
+                {
+                    var key = keys.ForSealing();
+                    key.Name.CopyTo(new Span<byte>(keyName, SessionTicketKey.NameLength));
+                    RandomNumberGenerator.Fill(new Span<byte>(iv, IvLength));
+                    return OpenSslNative.InitTicketContexts(cipherContext, macContext, key, iv, seal: true) ? 1 : -1;
+                }
+
+                var found = keys.ForOpening(new ReadOnlySpan<byte>(keyName, SessionTicketKey.NameLength), out var renew);
+                if (found is null)
+                {
+                    return 0;
+                }
+
+                // TLS 1.3 clients use a ticket once (RFC 8446, C.4): a resumed session always gets a new one, as
+                // with OpenSSL's own key. TLS 1.2 tickets are kept until their key is rotated out.
+                renew |= OpenSslNative.SslVersion(ssl) == OpenSslNative.Tls13Version;
+                return OpenSslNative.InitTicketContexts(cipherContext, macContext, found, iv, seal: false) ? (renew ? 2 : 1) : -1;
+            }
+#pragma warning disable CA1031 // An exception cannot cross into OpenSSL; -1 fails this handshake only.
+            catch (Exception)
+#pragma warning restore CA1031
+            {
+                return -1;
+            }
+        }
     }
 }

@@ -53,6 +53,27 @@ public class ImapProxyOptionsValidatorTests
     }
 
     [Fact]
+    public void Validate_SessionTicketKeys_NeedAFileThatExists_TheProxysOwnTls_AndASaneRotation()
+    {
+        var options = Valid();
+        options.Tls.SessionTicketKeyFile = "/nonexistent/ticket-keys";
+        options.Tls.SessionTicketKeyRotation = TimeSpan.FromSeconds(30);
+        options.Performance.TlsEngine = TlsEngineKind.SslStream;
+
+        var errors = Errors(options);
+
+        Assert.Contains(errors, e => e.StartsWith("ImapProxy:Tls:SessionTicketKeyFile: file '/nonexistent/ticket-keys' does not exist", StringComparison.Ordinal));
+        Assert.Contains(errors, e => e.StartsWith("ImapProxy:Tls:SessionTicketKeyFile needs the proxy's own TLS", StringComparison.Ordinal));
+        Assert.Contains(errors, e => e.StartsWith("ImapProxy:Tls:SessionTicketKeyRotation must be between", StringComparison.Ordinal));
+
+        options.Tls.SessionTicketKeyRotation = TimeSpan.FromDays(2);
+        Assert.Contains(Errors(options), e => e.StartsWith("ImapProxy:Tls:SessionTicketKeyRotation must be between", StringComparison.Ordinal));
+        options.Tls.SessionTicketKeyRotation = TimeSpan.FromDays(1);
+        options.Tls.SessionTicketKeyFile = null;
+        Assert.Empty(Errors(options));
+    }
+
+    [Fact]
     public void Validate_LimitsOutOfRange_Fail()
     {
         var options = Valid();

@@ -81,7 +81,7 @@ public partial class ChartConfigurationTests
         if (values == "full")
         {
             Assert.Equal(
-                ["ImapProxy:Backends:CaFile", "ImapProxy:Backends:MasterPasswordFile", "ImapProxy:Tls:CertificateFile", "ImapProxy:Tls:KeyFile"],
+                ["ImapProxy:Backends:CaFile", "ImapProxy:Backends:MasterPasswordFile", "ImapProxy:Tls:CertificateFile", "ImapProxy:Tls:KeyFile", "ImapProxy:Tls:SessionTicketKeyFile"],
                 loaded.Files.Select(f => f.Key).Order(StringComparer.Ordinal));
         }
     }

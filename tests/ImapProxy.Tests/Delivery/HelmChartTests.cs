@@ -250,6 +250,25 @@ public class HelmChartTests
     }
 
     [Fact]
+    public async Task SessionTicketKeysSecret_IsMounted_AndItsFileConfigured_OnlyWhenGiven()
+    {
+        var chart = await Helm.TemplateAsync(Arguments("full"));
+        var volume = chart.PodSpec["volumes"]!.AsArray().Single(v => (string?)v!["name"] == "ticket-keys")!;
+        var mount = chart.Container["volumeMounts"]!.AsArray().Single(m => (string?)m!["name"] == "ticket-keys")!;
+        var tls = chart.Configuration["ImapProxy"]!["Tls"]!;
+
+        Assert.Equal("mail-imapproxy-ticket-keys", (string?)volume["secret"]!["secretName"]);
+        Assert.Equal("ticket-keys", (string?)volume["secret"]!["items"]![0]!["key"]);
+        Assert.True((bool)mount["readOnly"]!);
+        Assert.Equal((string)mount["mountPath"]! + "/" + (string)volume["secret"]!["items"]![0]!["path"]!, (string?)tls["SessionTicketKeyFile"]);
+
+        var defaults = await Helm.TemplateAsync();
+        Assert.DoesNotContain(defaults.PodSpec["volumes"]!.AsArray(), v => (string?)v!["name"] == "ticket-keys");
+        Assert.Null(defaults.Configuration["ImapProxy"]!["Tls"]!["SessionTicketKeyFile"]);
+        Assert.Equal("01:00:00", (string?)defaults.Configuration["ImapProxy"]!["Tls"]!["SessionTicketKeyRotation"]);
+    }
+
+    [Fact]
     public async Task DefaultValues_TlsSecret_IsTheConventionalName()
     {
         var chart = await Helm.TemplateAsync();

@@ -18,7 +18,7 @@ internal sealed record LoadedConfiguration(ImapProxyOptions? Options, IReadOnlyL
 /// and <see cref="ImapProxyOptionsValidator"/> are the proxy's own. The files the configuration names (certificate,
 /// key, CA, token, password) live in Secret mounts in a pod; here each is created under a temporary root and the
 /// path rewritten to it: certificates, keys and CA bundles as real PEM files (building the host loads the server
-/// certificate), secrets as placeholders.
+/// certificate), session ticket keys as a real key, secrets as placeholders.
 /// </summary>
 internal static class ProxyConfigurationLoader
 {
@@ -111,6 +111,10 @@ internal static class ProxyConfigurationLoader
         else if (key.EndsWith(":CertificateFile", StringComparison.Ordinal) || key.EndsWith(":CaFile", StringComparison.Ordinal))
         {
             File.Copy(certificate.CertificatePath, relocated, overwrite: true);
+        }
+        else if (key.EndsWith(":SessionTicketKeyFile", StringComparison.Ordinal))
+        {
+            File.WriteAllText(relocated, Convert.ToBase64String(System.Security.Cryptography.RandomNumberGenerator.GetBytes(80)) + "\n");
         }
         else
         {

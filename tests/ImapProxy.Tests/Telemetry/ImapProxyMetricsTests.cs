@@ -34,6 +34,10 @@ public sealed class ImapProxyMetricsTests : IDisposable
         _metrics.BackendSessionStarted("dovecot-1");
         _metrics.BackendSessionStarted("dovecot-2");
         _metrics.BackendSessionEnded("dovecot-1");
+        _metrics.TlsHandshakeCompleted("imaps", resumed: true);
+        _metrics.TlsHandshakeCompleted("imaps", resumed: true);
+        _metrics.TlsHandshakeCompleted("imaps", resumed: false);
+        _metrics.TlsHandshakeCompleted("imap", resumed: null);
 
         var observed = Collect();
 
@@ -46,7 +50,10 @@ public sealed class ImapProxyMetricsTests : IDisposable
         Assert.Equal(1, observed[("imapproxy.directory.lookups", "imapproxy.directory.source=hash")]);
         Assert.Equal(0, observed[("imapproxy.backend.sessions.active", "imapproxy.backend=dovecot-1")]);
         Assert.Equal(1, observed[("imapproxy.backend.sessions.active", "imapproxy.backend=dovecot-2")]);
-        Assert.Equal(9, observed.Count);
+        Assert.Equal(2, observed[("imapproxy.tls.handshakes", "imapproxy.listener=imaps,imapproxy.tls.resumed=true")]);
+        Assert.Equal(1, observed[("imapproxy.tls.handshakes", "imapproxy.listener=imaps,imapproxy.tls.resumed=false")]);
+        Assert.Equal(1, observed[("imapproxy.tls.handshakes", "imapproxy.listener=imap,imapproxy.tls.resumed=unknown")]);
+        Assert.Equal(12, observed.Count);
     }
 
     [Fact]
@@ -86,6 +93,7 @@ public sealed class ImapProxyMetricsTests : IDisposable
     [InlineData("imapproxy.connections.accepted", true)]
     [InlineData("imapproxy.logins", true)]
     [InlineData("imapproxy.directory.lookups", true)]
+    [InlineData("imapproxy.tls.handshakes", true)]
     [InlineData("imapproxy.connections.active", false)]
     [InlineData("imapproxy.backend.sessions.active", false)]
     public void PerLoginCounters_KeepTheirKind(string name, bool monotonic)

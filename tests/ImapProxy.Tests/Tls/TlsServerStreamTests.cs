@@ -292,23 +292,6 @@ public sealed class TlsServerStreamTests : IDisposable
     private bool AcceptTheTestCertificate(object sender, System.Security.Cryptography.X509Certificates.X509Certificate? certificate, System.Security.Cryptography.X509Certificates.X509Chain? chain, SslPolicyErrors errors) =>
         certificate?.GetRawCertData().AsSpan().SequenceEqual(_certificate.Certificate.RawData) == true;
 
-    private async Task<Pair> ConnectAsync(SslClientAuthenticationOptions options, Action<Socket>? configureClient = null, Action<Socket>? configureServer = null)
-    {
-        var (clientSocket, serverSocket) = await LoopbackSockets.ConnectPairAsync(configureClient);
-        configureServer?.Invoke(serverSocket);
-        var server = new TlsServerStream(TlsRecordLayer.Accept(_context), new NetworkStream(serverSocket, ownsSocket: false));
-        var client = new SslStream(new NetworkStream(clientSocket, ownsSocket: true));
-        await Task.WhenAll(server.AuthenticateAsync(default, CancellationToken.None), client.AuthenticateAsClientAsync(options)).WaitAsync(s_limit);
-        return new Pair(server, client, serverSocket, clientSocket);
-    }
-
-    private sealed record Pair(TlsServerStream Server, SslStream Client, Socket ServerSocket, Socket ClientSocket) : IAsyncDisposable
-    {
-        public async ValueTask DisposeAsync()
-        {
-            await Server.DisposeAsync();
-            await Client.DisposeAsync();
-            ServerSocket.Dispose();
-        }
-    }
+    private Task<TlsTestPair> ConnectAsync(SslClientAuthenticationOptions options, Action<Socket>? configureClient = null, Action<Socket>? configureServer = null) =>
+        TlsTestPair.ConnectAsync(_context, options, configureClient, configureServer);
 }
