@@ -80,14 +80,16 @@ public sealed class TlsOptions
     /// Keys that seal TLS session tickets, shared by every replica that reads the file, so a client resumes its
     /// session on any of them: one key per line, base64 of 80 random bytes (<c>openssl rand 80 | base64 -w0</c>), the
     /// key that seals new tickets first, older ones after it (they still open tickets). Checked for changes with the
-    /// certificate. Needs the proxy's own TLS (<c>Performance:TlsEngine</c> Auto or OpenSsl, OpenSSL 3). Unset: keys of
-    /// the process's own, rotated every <see cref="SessionTicketKeyRotation"/>.
+    /// certificate. To rotate: add a new key second, move it first once every replica has it, drop the old one two
+    /// hours later (see <c>Tls/SessionTicketKeys</c>). Needs the proxy's own TLS (<c>Performance:TlsEngine</c> Auto or
+    /// OpenSsl, OpenSSL 3). Unset: keys of the process's own, rotated every <see cref="SessionTicketKeyRotation"/>.
     /// </summary>
     public string? SessionTicketKeyFile { get; set; }
 
     /// <summary>
-    /// Without <see cref="SessionTicketKeyFile"/>: how often the process makes a new ticket key. Tickets of the previous
-    /// key still open, so a ticket resumes for one to two rotations; a leaked key exposes no older sessions.
+    /// Without <see cref="SessionTicketKeyFile"/>: how often the process makes a new ticket key (1 minute to 1 hour).
+    /// Tickets of the previous key still open, so a ticket resumes for one to two rotations (and never after two hours,
+    /// OpenSSL's session lifetime); a leaked key exposes no older sessions.
     /// </summary>
     public TimeSpan SessionTicketKeyRotation { get; set; } = TimeSpan.FromHours(1);
 }

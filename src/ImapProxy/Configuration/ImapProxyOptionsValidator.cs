@@ -67,9 +67,10 @@ internal sealed class ImapProxyOptionsValidator : IValidateOptions<ImapProxyOpti
             }
         }
 
-        if (options.Tls.SessionTicketKeyRotation < TimeSpan.FromMinutes(1) || options.Tls.SessionTicketKeyRotation > TimeSpan.FromDays(1))
+        // Longer would only keep keys that open nothing: OpenSSL resumes no session older than two hours.
+        if (options.Tls.SessionTicketKeyRotation < TimeSpan.FromMinutes(1) || options.Tls.SessionTicketKeyRotation > TimeSpan.FromHours(1))
         {
-            errors.Add($"{P}:Tls:SessionTicketKeyRotation must be between 00:01:00 and 1.00:00:00 (got {options.Tls.SessionTicketKeyRotation}).");
+            errors.Add($"{P}:Tls:SessionTicketKeyRotation must be between 00:01:00 and 01:00:00 (got {options.Tls.SessionTicketKeyRotation}).");
         }
 
         if (options.Admin.Enabled)

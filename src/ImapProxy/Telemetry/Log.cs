@@ -114,4 +114,7 @@ internal static partial class Log
 
     [LoggerMessage(51, LogLevel.Information, "Client TLS session tickets are sealed with keys from {Source}")]
     public static partial void SessionTicketKeysInUse(ILogger logger, string source);
+
+    [LoggerMessage(52, LogLevel.Warning, "Client TLS session tickets are sealed with OpenSSL's own key of each context (not rotated, not shared by replicas): {Reason}")]
+    public static partial void SessionTicketKeysUnused(ILogger logger, string reason);
 }

@@ -194,7 +194,12 @@ internal static unsafe class OpenSslNative
     /// holds one is freed (after its last connection); -1 on failure.
     /// </summary>
     public static int SslCtxNewDataIndex(delegate* unmanaged<nint, nint, nint, int, nint, nint, void> free) =>
-        TicketFunctions.CryptoGetExNewIndex(CryptoExIndexSslCtx, 0, 0, null, null, free);
+        TicketFunctions.UnavailableReason is null ? TicketFunctions.CryptoGetExNewIndex(CryptoExIndexSslCtx, 0, 0, null, null, free) : -1;
+
+    /// <summary>Marks the thread's OpenSSL error queue; <see cref="ErrPopToMark"/> takes off what came after.</summary>
+    public static void ErrSetMark() => _ = TicketFunctions.ErrSetMark();
+
+    public static void ErrPopToMark() => _ = TicketFunctions.ErrPopToMark();
 
     public static bool SslCtxSetData(nint context, int index, nint data) => TicketFunctions.SslCtxSetExData(context, index, data) == 1;
 
@@ -319,6 +324,8 @@ internal static unsafe class OpenSslNative
                 EvpEncryptInitEx = (delegate* unmanaged<nint, nint, nint, byte*, byte*, int>)Export(crypto, "EVP_EncryptInit_ex");
                 EvpDecryptInitEx = (delegate* unmanaged<nint, nint, nint, byte*, byte*, int>)Export(crypto, "EVP_DecryptInit_ex");
                 EvpMacCtxSetParams = (delegate* unmanaged<nint, OsslParam*, int>)Export(crypto, "EVP_MAC_CTX_set_params");
+                ErrSetMark = (delegate* unmanaged<int>)Export(crypto, "ERR_set_mark");
+                ErrPopToMark = (delegate* unmanaged<int>)Export(crypto, "ERR_pop_to_mark");
 
                 // Fetched once for the process (never freed): an implicit fetch per ticket would look it up every time.
                 var fetch = (delegate* unmanaged<nint, byte*, byte*, nint>)Export(crypto, "EVP_CIPHER_fetch");
@@ -354,6 +361,10 @@ internal static unsafe class OpenSslNative
         public static delegate* unmanaged<nint, nint, nint, byte*, byte*, int> EvpDecryptInitEx { get; }
 
         public static delegate* unmanaged<nint, OsslParam*, int> EvpMacCtxSetParams { get; }
+
+        public static delegate* unmanaged<int> ErrSetMark { get; }
+
+        public static delegate* unmanaged<int> ErrPopToMark { get; }
 
         public static nint Aes256Cbc { get; }
     }

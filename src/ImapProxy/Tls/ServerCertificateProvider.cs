@@ -87,7 +87,7 @@ internal sealed class ServerCertificateProvider : IDisposable
                 Log.CertificateLoaded(_logger, loaded.Certificate.Subject, loaded.Certificate.NotAfter, loaded.Certificate.Thumbprint);
                 return loaded.Server;
             }
-            catch (Exception ex) when (current is not null && ex is IOException or System.Security.Cryptography.CryptographicException or ArgumentException or FormatException or PlatformNotSupportedException)
+            catch (Exception ex) when (current is not null && ex is IOException or System.Security.Cryptography.CryptographicException or ArgumentException or FormatException or PlatformNotSupportedException or UnauthorizedAccessException)
             {
                 Log.CertificateReloadFailed(_logger, ex);
                 return current.Server;
@@ -155,6 +155,11 @@ internal sealed class ServerCertificateProvider : IDisposable
     {
         if (_engine == TlsEngineKind.SslStream || (_engine == TlsEngineKind.Auto && !OperatingSystem.IsLinux()))
         {
+            if (_options.SessionTicketKeyFile is not null)
+            {
+                Log.SessionTicketKeysUnused(_logger, "client TLS is on SslStream here");
+            }
+
             return null;
         }
 
@@ -171,6 +176,10 @@ internal sealed class ServerCertificateProvider : IDisposable
             if (ticketKeys is not null)
             {
                 Log.SessionTicketKeysInUse(_logger, ticketKeys.Source);
+            }
+            else
+            {
+                Log.SessionTicketKeysUnused(_logger, OpenSslNative.TicketKeysUnavailableReason ?? "unknown");
             }
 
             return context;

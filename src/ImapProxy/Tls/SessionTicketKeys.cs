@@ -11,11 +11,11 @@ internal sealed class SessionTicketKey
     /// <summary>A key file's line: the name, the HMAC key, the AES key (nginx's 80-byte layout).</summary>
     public const int EncodedLength = NameLength + 2 * SecretLength;
 
-    private SessionTicketKey(byte[] encoded, long created)
+    private SessionTicketKey(ReadOnlySpan<byte> encoded, long created)
     {
-        Name = encoded[..NameLength];
-        HmacKey = encoded[NameLength..(NameLength + SecretLength)];
-        AesKey = encoded[(NameLength + SecretLength)..];
+        Name = encoded[..NameLength].ToArray();
+        HmacKey = encoded[NameLength..(NameLength + SecretLength)].ToArray();
+        AesKey = encoded[(NameLength + SecretLength)..].ToArray();
         Created = created;
     }
 
@@ -28,10 +28,17 @@ internal sealed class SessionTicketKey
     /// <summary>When it was made (a <see cref="TimeProvider"/> timestamp); 0 for a key from a file.</summary>
     public long Created { get; }
 
-    public static SessionTicketKey Random(long created) => new(RandomNumberGenerator.GetBytes(EncodedLength), created);
+    public static SessionTicketKey Random(long created)
+    {
+        Span<byte> encoded = stackalloc byte[EncodedLength];
+        RandomNumberGenerator.Fill(encoded);
+        var key = new SessionTicketKey(encoded, created);
+        CryptographicOperations.ZeroMemory(encoded);
+        return key;
+    }
 
     public static SessionTicketKey Decode(ReadOnlySpan<byte> encoded) =>
-        encoded.Length == EncodedLength ? new(encoded.ToArray(), 0) : throw new ArgumentException($"a key is {EncodedLength} bytes", nameof(encoded));
+        encoded.Length == EncodedLength ? new(encoded, 0) : throw new ArgumentException($"a key is {EncodedLength} bytes", nameof(encoded));
 }
 
 /// <summary>
@@ -44,14 +51,21 @@ internal sealed class SessionTicketKey
 /// <para>
 /// Without a file, the keys are the process's own: a new one every <c>Tls:SessionTicketKeyRotation</c>, and the one
 /// before it still opens tickets. A ticket therefore opens for at most two rotations, and a key that leaks exposes at
-/// most that much of the sessions resumed with it (forward secrecy of resumption).
+/// most that much of the sessions resumed with it (forward secrecy of resumption). Whatever the keys, OpenSSL resumes
+/// no session older than its session lifetime (two hours).
 /// </para>
 /// <para>
 /// With a file (<c>Tls:SessionTicketKeyFile</c>, one key per line in base64, the sealing key first), every replica that
 /// reads the same file opens every other's tickets: a client that comes back through another pod of the Service
-/// resumes instead of making a full handshake. Rotation is then the operator's: put a new key first and keep the
-/// previous one after it for as long as its tickets should open (a Kubernetes Secret update reaches the file, and the
-/// certificate provider's file check reloads it).
+/// resumes instead of making a full handshake. Rotation is then the operator's, in three steps, because each pod sees
+/// a Secret update at its own time: add the new key second (it only opens tickets); once every pod has it, move it
+/// first (it seals); two hours later, drop the old one. A key put first at once would seal tickets that the pods not
+/// yet updated cannot open. The keys are read with the certificate (on a change, at most every
+/// <c>Tls:ReloadCheckInterval</c>).
+/// </para>
+/// <para>
+/// The key bytes live in managed arrays for as long as a context may use them; those of rotated-out keys are left to
+/// the garbage collector, not cleared.
 /// </para>
 /// </remarks>
 internal sealed class SessionTicketKeys
@@ -60,6 +74,7 @@ internal sealed class SessionTicketKeys
     private readonly long _rotationTicks;
     private readonly Lock _rotateLock = new();
     private volatile SessionTicketKey[] _keys;
+    private long _sealed;
 
     private SessionTicketKeys(SessionTicketKey[] keys, TimeProvider? time, TimeSpan rotation)
     {
@@ -90,28 +105,34 @@ internal sealed class SessionTicketKeys
         var keys = new List<SessionTicketKey>();
         var number = 0;
         Span<byte> encoded = stackalloc byte[SessionTicketKey.EncodedLength + 3];
-        foreach (var line in File.ReadLines(path))
+        try
         {
-            number++;
-            var text = line.Trim();
-            if (text.Length == 0 || text[0] == '#')
+            foreach (var line in File.ReadLines(path))
             {
-                continue;
-            }
+                number++;
+                var text = line.AsSpan().Trim();
+                if (text.IsEmpty || text[0] == '#')
+                {
+                    continue;
+                }
 
-            if (!Convert.TryFromBase64String(text, encoded, out var length) || length != SessionTicketKey.EncodedLength)
-            {
-                throw new FormatException($"{path}, line {number}: not a session ticket key (base64 of {SessionTicketKey.EncodedLength} bytes)");
-            }
+                if (!Convert.TryFromBase64Chars(text, encoded, out var length) || length != SessionTicketKey.EncodedLength)
+                {
+                    throw new FormatException($"{path}, line {number}: not a session ticket key (base64 of {SessionTicketKey.EncodedLength} bytes)");
+                }
 
-            var key = SessionTicketKey.Decode(encoded[..length]);
+                var key = SessionTicketKey.Decode(encoded[..length]);
+                if (keys.Exists(other => other.Name.AsSpan().SequenceEqual(key.Name)))
+                {
+                    throw new FormatException($"{path}, line {number}: a second key with the name of an earlier one");
+                }
+
+                keys.Add(key);
+            }
+        }
+        finally
+        {
             CryptographicOperations.ZeroMemory(encoded);
-            if (keys.Exists(other => other.Name.AsSpan().SequenceEqual(key.Name)))
-            {
-                throw new FormatException($"{path}, line {number}: a second key with the name of an earlier one");
-            }
-
-            keys.Add(key);
         }
 
         return keys.Count == 0
@@ -119,9 +140,13 @@ internal sealed class SessionTicketKeys
             : new([.. keys], time: null, TimeSpan.Zero) { Source = $"{path}, {keys.Count} of them" };
     }
 
+    /// <summary>How many tickets these keys sealed (for tests and diagnostics).</summary>
+    public long TicketsSealed => Interlocked.Read(ref _sealed);
+
     /// <summary>The key that seals a new ticket (rotated first when it is due).</summary>
     public SessionTicketKey ForSealing()
     {
+        Interlocked.Increment(ref _sealed);
         var keys = _keys;
         if (_time is null || _time.GetTimestamp() - keys[0].Created < _rotationTicks)
         {

@@ -109,17 +109,14 @@ internal sealed unsafe class TlsServerContext : SafeHandle
     /// </summary>
     private static class TicketSealing
     {
-        private static readonly int s_slot = OpenSslNative.SslCtxNewDataIndex(&FreeKeys);
+        private static readonly Lock s_slotLock = new();
+        private static int s_slot = -1;
 
         public static void Attach(nint ctx, SessionTicketKeys keys)
         {
-            if (s_slot < 0)
-            {
-                throw new CryptographicException(OpenSslNative.TakeErrorText("no data slot for the session ticket keys"));
-            }
-
+            var slot = Slot();
             var handle = GCHandle.Alloc(keys);
-            if (!OpenSslNative.SslCtxSetData(ctx, s_slot, GCHandle.ToIntPtr(handle)))
+            if (!OpenSslNative.SslCtxSetData(ctx, slot, GCHandle.ToIntPtr(handle)))
             {
                 handle.Free();
                 throw new CryptographicException(OpenSslNative.TakeErrorText("the session ticket keys were refused"));
@@ -129,6 +126,20 @@ internal sealed unsafe class TlsServerContext : SafeHandle
             if (!OpenSslNative.SslCtxSetTicketKeyCallback(ctx, &SealOrOpen))
             {
                 throw new CryptographicException(OpenSslNative.TakeErrorText("the session ticket callback was refused"));
+            }
+        }
+
+        /// <summary>The data slot, registered once (and only here: the caller checked that OpenSSL has the functions).</summary>
+        private static int Slot()
+        {
+            lock (s_slotLock)
+            {
+                if (s_slot < 0)
+                {
+                    s_slot = OpenSslNative.SslCtxNewDataIndex(&FreeKeys);
+                }
+
+                return s_slot >= 0 ? s_slot : throw new CryptographicException(OpenSslNative.TakeErrorText("no data slot for the session ticket keys"));
             }
         }
 
@@ -146,47 +157,61 @@ internal sealed unsafe class TlsServerContext : SafeHandle
 
         /// <summary>
         /// SSL_CTX_set_tlsext_ticket_key_evp_cb's callback. Sealing (<paramref name="seal"/> 1): names the key, makes
-        /// the IV, sets up the cipher and the MAC; 1, or -1 on failure. Opening: 0 for a key not known (the ticket is
-        /// ignored and the handshake is a full one), 1, 2 when the client should get a new ticket (always in TLS 1.3:
-        /// with 1 OpenSSL sends none, and a client that used its ticket then comes back with a full handshake), -1 on
-        /// failure. No exception may leave it.
+        /// the IV, sets up the cipher and the MAC; 1. Opening: 1, or 2 when the client should get a new ticket (always
+        /// in TLS 1.3: with 1 OpenSSL sends none, and a client that used its ticket then comes back with a full
+        /// handshake). Anything else, a key not known included, is 0: OpenSSL then seals no ticket (TLS 1.3) or an
+        /// empty one (1.2), or ignores the client's and makes a full handshake; a negative answer would fail the
+        /// connection. What a failure left on the thread's OpenSSL error queue is taken off again, for the same reason.
+        /// The context is the connection's own (<c>SSL_get_SSL_CTX</c>; OpenSSL asks the session context's callback,
+        /// the same one as long as nothing switches contexts by server name). No exception may leave it.
         /// </summary>
         [UnmanagedCallersOnly]
         private static int SealOrOpen(nint ssl, byte* keyName, byte* iv, nint cipherContext, nint macContext, int seal)
         {
+            OpenSslNative.ErrSetMark();
+            var answer = 0;
             try
             {
                 var data = OpenSslNative.SslCtxGetData(OpenSslNative.SslGetContext(ssl), s_slot);
-                if (data == 0 || GCHandle.FromIntPtr(data).Target is not SessionTicketKeys keys)
+                if (data != 0 && GCHandle.FromIntPtr(data).Target is SessionTicketKeys keys)
                 {
-                    return -1;
+                    answer = seal == 1 ? Seal(keys, keyName, iv, cipherContext, macContext) : Open(keys, ssl, keyName, iv, cipherContext, macContext);
                 }
-
-                if (seal == 1)
-                {
-                    var key = keys.ForSealing();
-                    key.Name.CopyTo(new Span<byte>(keyName, SessionTicketKey.NameLength));
-                    RandomNumberGenerator.Fill(new Span<byte>(iv, IvLength));
-                    return OpenSslNative.InitTicketContexts(cipherContext, macContext, key, iv, seal: true) ? 1 : -1;
-                }
-
-                var found = keys.ForOpening(new ReadOnlySpan<byte>(keyName, SessionTicketKey.NameLength), out var renew);
-                if (found is null)
-                {
-                    return 0;
-                }
-
-                // TLS 1.3 clients use a ticket once (RFC 8446, C.4): a resumed session always gets a new one, as
-                // with OpenSSL's own key. TLS 1.2 tickets are kept until their key is rotated out.
-                renew |= OpenSslNative.SslVersion(ssl) == OpenSslNative.Tls13Version;
-                return OpenSslNative.InitTicketContexts(cipherContext, macContext, found, iv, seal: false) ? (renew ? 2 : 1) : -1;
             }
-#pragma warning disable CA1031 // An exception cannot cross into OpenSSL; -1 fails this handshake only.
+#pragma warning disable CA1031 // An exception cannot cross into OpenSSL; 0 costs this client a ticket or a resumption.
             catch (Exception)
 #pragma warning restore CA1031
             {
-                return -1;
+                answer = 0;
             }
+
+            if (answer == 0)
+            {
+                OpenSslNative.ErrPopToMark();
+            }
+
+            return answer;
+        }
+
+        private static int Seal(SessionTicketKeys keys, byte* keyName, byte* iv, nint cipherContext, nint macContext)
+        {
+            var key = keys.ForSealing();
+            key.Name.CopyTo(new Span<byte>(keyName, SessionTicketKey.NameLength));
+            RandomNumberGenerator.Fill(new Span<byte>(iv, IvLength));
+            return OpenSslNative.InitTicketContexts(cipherContext, macContext, key, iv, seal: true) ? 1 : 0;
+        }
+
+        private static int Open(SessionTicketKeys keys, nint ssl, byte* keyName, byte* iv, nint cipherContext, nint macContext)
+        {
+            var key = keys.ForOpening(new ReadOnlySpan<byte>(keyName, SessionTicketKey.NameLength), out var renew);
+            if (key is null || !OpenSslNative.InitTicketContexts(cipherContext, macContext, key, iv, seal: false))
+            {
+                return 0;
+            }
+
+            // TLS 1.3 clients use a ticket once (RFC 8446, C.4): a resumed session always gets a new one, as with
+            // OpenSSL's own key. TLS 1.2 tickets are kept until their key is no longer the sealing one.
+            return renew || OpenSslNative.SslVersion(ssl) == OpenSslNative.Tls13Version ? 2 : 1;
         }
     }
 }

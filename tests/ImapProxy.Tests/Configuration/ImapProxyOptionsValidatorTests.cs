@@ -66,9 +66,9 @@ public class ImapProxyOptionsValidatorTests
         Assert.Contains(errors, e => e.StartsWith("ImapProxy:Tls:SessionTicketKeyFile needs the proxy's own TLS", StringComparison.Ordinal));
         Assert.Contains(errors, e => e.StartsWith("ImapProxy:Tls:SessionTicketKeyRotation must be between", StringComparison.Ordinal));
 
-        options.Tls.SessionTicketKeyRotation = TimeSpan.FromDays(2);
+        options.Tls.SessionTicketKeyRotation = TimeSpan.FromHours(2);
         Assert.Contains(Errors(options), e => e.StartsWith("ImapProxy:Tls:SessionTicketKeyRotation must be between", StringComparison.Ordinal));
-        options.Tls.SessionTicketKeyRotation = TimeSpan.FromDays(1);
+        options.Tls.SessionTicketKeyRotation = TimeSpan.FromHours(1);
         options.Tls.SessionTicketKeyFile = null;
         Assert.Empty(Errors(options));
     }

@@ -110,10 +110,14 @@ public sealed class SessionTicketKeysTests : IDisposable
         var file = KeyFile(Convert.ToBase64String(NewKey()));
         var options = ClientOptions(protocol);
 
-        var (first, second) = (Context(SessionTicketKeys.FromFile(file)), Context(SessionTicketKeys.FromFile(file)));
+        var secondKeys = SessionTicketKeys.FromFile(file);
+        var (first, second) = (Context(SessionTicketKeys.FromFile(file)), Context(secondKeys));
 
         Assert.False(await ConnectAndTakeTicketsAsync(first, options));
         Assert.True(await ConnectAndTakeTicketsAsync(second, options));
+
+        // A TLS 1.3 resumption gets a new ticket; a TLS 1.2 client keeps its ticket while its key seals.
+        Assert.Equal(protocol == SslProtocols.Tls13, secondKeys.TicketsSealed > 0);
 
         // And back, again and again: a TLS 1.3 client uses each ticket once, so every resumption must hand it a new one.
         for (var i = 0; i < 3; i++)
@@ -128,25 +132,61 @@ public sealed class SessionTicketKeysTests : IDisposable
     {
         var time = new FakeTimeProvider();
         var options = ClientOptions(SslProtocols.Tls13);
+        var mine = Context(SessionTicketKeys.Rotating(s_rotation, time));
 
-        Assert.False(await ConnectAndTakeTicketsAsync(Context(SessionTicketKeys.Rotating(s_rotation, time)), options));
+        Assert.False(await ConnectAndTakeTicketsAsync(mine, options));
+        Assert.True(await ConnectAndTakeTicketsAsync(mine, options)); // the client does hold a ticket
         Assert.False(await ConnectAndTakeTicketsAsync(Context(SessionTicketKeys.Rotating(s_rotation, time)), options));
     }
 
-    [Fact]
-    public async Task ATicketOfAnOlderKey_StillResumes_AfterANewKeyWasPutFirst()
+    [Theory]
+    [InlineData(SslProtocols.Tls13)]
+    [InlineData(SslProtocols.Tls12)]
+    public async Task ATicketOfAnOlderKey_StillResumes_AndIsReplacedByOneOfTheSealingKey(SslProtocols protocol)
     {
         var (old, current) = (Convert.ToBase64String(NewKey()), Convert.ToBase64String(NewKey()));
-        var options = ClientOptions(SslProtocols.Tls13);
+        var options = ClientOptions(protocol);
         Assert.False(await ConnectAndTakeTicketsAsync(Context(SessionTicketKeys.FromFile(KeyFile(old))), options));
 
-        // The Secret rotated: a new sealing key first, the old one kept after it.
-        Assert.True(await ConnectAndTakeTicketsAsync(Context(SessionTicketKeys.FromFile(KeyFile(current, old))), options));
+        // The Secret rotated: a new sealing key first, the old one kept after it. The resumption hands the client a
+        // ticket of the new key.
+        var rotated = SessionTicketKeys.FromFile(KeyFile(current, old));
+        Assert.True(await ConnectAndTakeTicketsAsync(Context(rotated), options));
+        Assert.True(rotated.TicketsSealed > 0);
+
+        // The runtime's TLS 1.3 client takes it. Its TLS 1.2 client goes on offering the ticket it resumed with
+        // (OpenSSL tells it of new TLS 1.2 sessions after full handshakes only), which the counter above stands for.
+        if (protocol == SslProtocols.Tls13)
+        {
+            Assert.True(await ConnectAndTakeTicketsAsync(Context(SessionTicketKeys.FromFile(KeyFile(current))), options));
+        }
 
         // Once the old key is dropped from the file, its tickets no longer open: another client, with a ticket of it.
-        var stale = ClientOptions(SslProtocols.Tls13);
-        Assert.False(await ConnectAndTakeTicketsAsync(Context(SessionTicketKeys.FromFile(KeyFile(old))), stale));
+        var stale = ClientOptions(protocol);
+        var oldOnly = Context(SessionTicketKeys.FromFile(KeyFile(old)));
+        Assert.False(await ConnectAndTakeTicketsAsync(oldOnly, stale));
+        Assert.True(await ConnectAndTakeTicketsAsync(oldOnly, stale));
         Assert.False(await ConnectAndTakeTicketsAsync(Context(SessionTicketKeys.FromFile(KeyFile(current))), stale));
+    }
+
+    [Fact]
+    public async Task TheKeys_LiveAsLongAsTheLastConnectionOfTheirContext_ThenAreLetGo()
+    {
+        var (keys, context) = ContextHoldingTheOnlyReferenceToItsKeys();
+        await using (var pair = await TlsTestPair.ConnectAsync(context, ClientOptions(SslProtocols.Tls13)))
+        {
+            // The proxy lets go of a context at a certificate reload while its connections go on.
+            context.Dispose();
+            CollectGarbage();
+            Assert.True(IsAlive(keys));
+
+            // They still seal the connection's tickets.
+            await pair.Server.WriteAsync("* OK\r\n"u8.ToArray());
+            await pair.Client.ReadExactlyAsync(new byte[6]).AsTask().WaitAsync(TlsTestPair.Limit);
+        }
+
+        CollectGarbage();
+        Assert.False(IsAlive(keys));
     }
 
     [Theory]
@@ -210,6 +250,18 @@ public sealed class SessionTicketKeysTests : IDisposable
         return pair.Server.IsResumed;
     }
 
+    /// <summary>Apart, so that no hidden local of the test's own frame keeps the target alive.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private static bool IsAlive<T>(WeakReference<T> reference)
+        where T : class => reference.TryGetTarget(out _);
+
+    private static void CollectGarbage()
+    {
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        GC.Collect();
+    }
+
     private static byte[] NewKey() => System.Security.Cryptography.RandomNumberGenerator.GetBytes(SessionTicketKey.EncodedLength);
 
     private TlsServerContext Context(SessionTicketKeys keys)
@@ -217,6 +269,13 @@ public sealed class SessionTicketKeysTests : IDisposable
         var context = TlsServerContext.Create(_certificate.CertificatePath, _certificate.KeyPath, releaseBuffers: true, keys);
         _contexts.Add(context);
         return context;
+    }
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private (WeakReference<SessionTicketKeys> Keys, TlsServerContext Context) ContextHoldingTheOnlyReferenceToItsKeys()
+    {
+        var keys = SessionTicketKeys.Rotating(s_rotation, TimeProvider.System);
+        return (new(keys), TlsServerContext.Create(_certificate.CertificatePath, _certificate.KeyPath, releaseBuffers: true, keys));
     }
 
     private string KeyFile(params string[] lines)
