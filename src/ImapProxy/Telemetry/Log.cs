@@ -18,7 +18,7 @@ internal static partial class Log
     [LoggerMessage(2, LogLevel.Information, "TLS certificate loaded: {Subject}, expires {NotAfter:u}, thumbprint {Thumbprint}")]
     public static partial void CertificateLoaded(ILogger logger, string subject, DateTime notAfter, string thumbprint);
 
-    [LoggerMessage(3, LogLevel.Error, "TLS certificate reload failed; the previous certificate stays in use")]
+    [LoggerMessage(3, LogLevel.Error, "TLS reload failed (certificate, key or session ticket keys); the previous ones stay in use")]
     public static partial void CertificateReloadFailed(ILogger logger, Exception exception);
 
     [LoggerMessage(10, LogLevel.Debug, "Connection from {Client} on {Listener}")]

@@ -503,6 +503,5 @@ internal static unsafe class OpenSslNative
         public static delegate* unmanaged<nint, nint> SslGetVersion { get; }
 
         public static delegate* unmanaged<nint, int> SslVersion { get; }
-
     }
 }
