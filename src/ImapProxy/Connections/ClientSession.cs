@@ -477,6 +477,18 @@ internal sealed class ClientSession : ISpliceOwner
             _reason = "tls handshake failed";
             return false;
         }
+        catch (ObjectDisposedException) when (server.Context?.IsClosed == true)
+        {
+            // The certificate provider let go of its context: the host is shutting down (its services are being
+            // disposed) while this connection was still being accepted.
+            if (tls is not null)
+            {
+                await tls.DisposeAsync();
+            }
+
+            _reason = "shutdown";
+            return false;
+        }
         catch
         {
             if (tls is not null)
