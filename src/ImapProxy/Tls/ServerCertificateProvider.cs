@@ -165,9 +165,10 @@ internal sealed class ServerCertificateProvider : IDisposable
 
         // The rotating keys outlive each context (made once, under the reload lock), and are only made once the
         // runtime has loaded OpenSSL (the certificate above did): OpenSslNative looks the library up once.
+        var keysUnavailable = OpenSslNative.TicketKeysUnavailableReason;
         var ticketKeys = _options.SessionTicketKeyFile is { } ticketKeyFile
-            ? SessionTicketKeys.FromFile(ticketKeyFile)
-            : OpenSslNative.TicketKeysUnavailableReason is null
+            ? SessionTicketKeys.FromFile(ticketKeyFile) // Create refuses it, with the reason, when keysUnavailable
+            : keysUnavailable is null
                 ? _rotatingTicketKeys ??= SessionTicketKeys.Rotating(_options.SessionTicketKeyRotation, _timeProvider)
                 : null;
         try
@@ -179,7 +180,7 @@ internal sealed class ServerCertificateProvider : IDisposable
             }
             else
             {
-                Log.SessionTicketKeysUnused(_logger, OpenSslNative.TicketKeysUnavailableReason ?? "unknown");
+                Log.SessionTicketKeysUnused(_logger, keysUnavailable!);
             }
 
             return context;

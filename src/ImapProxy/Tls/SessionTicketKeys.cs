@@ -180,12 +180,13 @@ internal sealed class SessionTicketKeys
             var key = keys[i];
             if (key.Name.AsSpan().SequenceEqual(name))
             {
-                if (_time is not null && _time.GetTimestamp() - key.Created >= 2 * _rotationTicks)
+                var age = _time is null ? 0 : _time.GetTimestamp() - key.Created; // a file's keys do not age
+                if (age >= 2 * _rotationTicks && _time is not null)
                 {
                     break;
                 }
 
-                renew = i > 0 || (_time is not null && _time.GetTimestamp() - key.Created >= _rotationTicks);
+                renew = i > 0 || (_time is not null && age >= _rotationTicks);
                 return key;
             }
         }
